@@ -1,0 +1,25 @@
+# The README's two commands: `make run` and `make test`.
+.PHONY: run test lint bench web bootstrap
+
+PY := .venv/bin/python
+
+bootstrap:
+	@scripts/bootstrap
+
+run: bootstrap
+	@scripts/run
+
+lint: bootstrap
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy .
+	@if [ -f Dockerfile ]; then .venv/bin/hadolint Dockerfile; fi
+
+test: lint
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: bootstrap
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+web:
+	@if [ -f web/package.json ]; then cd web && npm ci --no-audit --no-fund --silent && npm run --silent build; fi

@@ -1,0 +1,124 @@
+"""Admission: who may start a demo call now, decided and recorded in one Redis script.
+
+The script (admission.lua) checks the block list, the visitor's concurrency, hourly, daily
+and minute limits, then the global concurrency and daily minutes (the bill's ceiling); if
+admitted it takes the slots, reserves the minutes and writes the session record, all in
+one atomic round trip. `release` (release.lua) gives a slot back and refunds unused
+minutes, exactly once per session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from policies import keys
+from policies.model import Policies
+
+_HERE = Path(__file__).resolve().parent
+
+
+class Refusal(StrEnum):
+    BLOCKED = "blocked"
+    VISITOR_CONCURRENT = "visitor_concurrent"
+    VISITOR_HOURLY = "visitor_hourly"
+    VISITOR_DAILY = "visitor_daily"
+    VISITOR_MINUTES = "visitor_minutes"
+    GLOBAL_CONCURRENT = "global_concurrent"
+    GLOBAL_MINUTES = "global_minutes"
+
+    @property
+    def is_capacity(self) -> bool:
+        """The whole demo is full (not this visitor's fault)."""
+        return self in (Refusal.GLOBAL_CONCURRENT, Refusal.GLOBAL_MINUTES)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    issued_at: float
+    lease_expires_at: float
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: Refusal
+    retry_after_s: int
+    refusals_today: int
+
+
+@dataclass(frozen=True)
+class Released:
+    released: bool
+    refunded_s: int
+    detail: str  # "released", "already_released" or "unknown"
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Admission:
+    def __init__(self, redis: Redis, policies: Policies) -> None:
+        self._redis = redis
+        self._policies = policies
+        self._admit = redis.register_script((_HERE / "admission.lua").read_text())
+        self._release = redis.register_script((_HERE / "release.lua").read_text())
+
+    async def admit(
+        self,
+        *,
+        visitor: str,
+        session_id: str,
+        persona: str,
+        duration_s: int,
+        record: dict[str, str],
+    ) -> Admitted | Refused:
+        limits = self._policies.limits
+        retention = self._policies.retention
+        fields = [part for item in record.items() for part in item]
+        result = await self._admit(
+            keys=[
+                keys.session(session_id),
+                keys.visitor_active(visitor),
+                keys.global_active(),
+                keys.block(visitor),
+                keys.visitor_sessions(visitor),
+            ],
+            args=[
+                keys.PREFIX,
+                visitor,
+                session_id,
+                persona,
+                duration_s,
+                self._policies.lease_s(duration_s),
+                limits.visitor.concurrent_sessions,
+                limits.visitor.sessions_per_hour,
+                limits.visitor.sessions_per_day,
+                limits.visitor.minutes_per_day * 60,
+                limits.global_.concurrent_sessions,
+                limits.global_.minutes_per_day * 60,
+                retention.session_ttl_s,
+                retention.pseudonym_ttl_s,
+                retention.session_ttl_s,
+                *fields,
+            ],
+        )
+        if int(result[0]) == 1:
+            return Admitted(float(_text(result[1])), float(_text(result[2])))
+        return Refused(Refusal(_text(result[1])), int(_text(result[2])), int(_text(result[3])))
+
+    async def release(
+        self, session_id: str, used_s: float, reason: str, extra: dict[str, str] | None = None
+    ) -> Released:
+        """Give the slot back and refund unused minutes; safe to call any number of times."""
+        fields = [part for item in (extra or {}).items() for part in item]
+        result = await self._release(
+            keys=[keys.session(session_id), keys.global_active()],
+            args=[keys.PREFIX, session_id, max(0.0, used_s), reason, *fields],
+        )
+        if int(result[0]) == 1:
+            return Released(True, int(_text(result[1])), "released")
+        return Released(False, 0, _text(result[1]))

@@ -1,0 +1,65 @@
+"""Every Redis key name, in one place.
+
+All keys share the `{ocf}` hash tag: admission reads and writes per-visitor and global keys
+in one script, and Redis Cluster only runs a script whose keys live in one slot. The demo's
+footprint is small (a few keys per session), so one slot is not a capacity problem.
+"""
+
+from __future__ import annotations
+
+TAG = "{ocf}"
+PREFIX = f"{TAG}:"
+
+# Key kinds, as the audit and ops tools count them (the part after the prefix).
+SALT = "salt"
+SESSION = "sess"
+VISITOR_SESSIONS = "vsess"  # set of session ids per visitor pseudonym (access / erasure)
+VISITOR_ACTIVE = "vact"  # zset: session id -> lease expiry (per-visitor concurrency)
+VISITOR_HOUR = "vh"
+VISITOR_DAY = "vd"
+VISITOR_SECONDS = "vm"  # seconds of call time reserved today
+VISITOR_REFUSALS = "vr"  # refusals today (automatic defence)
+GLOBAL_ACTIVE = "gact"
+GLOBAL_SECONDS = "gm"
+BLOCK = "block"
+STATS = "stats"  # hash per hour bucket: issued, refusals by reason, per persona
+SHOWCASE = "showcase"  # sales' run-time override of the catalogue (ops)
+
+
+def salt(period: int) -> str:
+    return f"{PREFIX}{SALT}:{period}"
+
+
+def session(session_id: str) -> str:
+    return f"{PREFIX}{SESSION}:{session_id}"
+
+
+def visitor_sessions(visitor: str) -> str:
+    return f"{PREFIX}{VISITOR_SESSIONS}:{visitor}"
+
+
+def visitor_active(visitor: str) -> str:
+    return f"{PREFIX}{VISITOR_ACTIVE}:{visitor}"
+
+
+def global_active() -> str:
+    return f"{PREFIX}{GLOBAL_ACTIVE}"
+
+
+def block(visitor: str) -> str:
+    return f"{PREFIX}{BLOCK}:{visitor}"
+
+
+def stats(hour: int) -> str:
+    return f"{PREFIX}{STATS}:{hour}"
+
+
+def showcase() -> str:
+    return f"{PREFIX}{SHOWCASE}"
+
+
+def kind_of(key: str) -> str:
+    """The kind of a key (`sess`, `vh`...), or `foreign` for keys that are not ours."""
+    if not key.startswith(PREFIX):
+        return "foreign"
+    return key[len(PREFIX) :].split(":", 1)[0]

@@ -1,0 +1,154 @@
+"""Load and validate the privacy and abuse policies (retention.yaml, limits.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_DIR = Path(__file__).resolve().parent
+
+# The privacy policy's promise: demo sessions and IP/UA hashes are kept 30 to 90 days.
+# These bounds are not configuration: changing them means changing the published policy.
+PRIVACY_MIN_DAYS = 30
+PRIVACY_MAX_DAYS = 90
+DAY_S = 86_400
+
+
+class PolicyError(ValueError):
+    """A policy file is wrong or breaks the privacy policy; start-up must stop."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Positive = Annotated[int, Field(gt=0)]
+
+
+class Retention(_Strict):
+    demo_sessions_days: Annotated[int, Field(ge=PRIVACY_MIN_DAYS, le=PRIVACY_MAX_DAYS)]
+    ip_ua_hashes_days: Annotated[int, Field(ge=PRIVACY_MIN_DAYS, le=PRIVACY_MAX_DAYS)]
+    salt_period_days: Annotated[int, Field(ge=1, le=PRIVACY_MAX_DAYS)]
+
+    @model_validator(mode="after")
+    def _salt_within_policy(self) -> Retention:
+        if self.salt_ttl_s > PRIVACY_MAX_DAYS * DAY_S:
+            raise ValueError(
+                "salt_period_days + the longest retention must stay within "
+                f"{PRIVACY_MAX_DAYS} days (salts link pseudonyms to addresses)"
+            )
+        return self
+
+    @property
+    def session_ttl_s(self) -> int:
+        return self.demo_sessions_days * DAY_S
+
+    @property
+    def pseudonym_ttl_s(self) -> int:
+        return self.ip_ua_hashes_days * DAY_S
+
+    @property
+    def salt_period_s(self) -> int:
+        return self.salt_period_days * DAY_S
+
+    @property
+    def salt_ttl_s(self) -> int:
+        longest = max(self.demo_sessions_days, self.ip_ua_hashes_days)
+        return (self.salt_period_days + longest) * DAY_S
+
+    @property
+    def max_ttl_s(self) -> int:
+        """No key may live longer than this (the audit's ceiling)."""
+        return PRIVACY_MAX_DAYS * DAY_S
+
+
+class VisitorLimits(_Strict):
+    concurrent_sessions: Positive
+    sessions_per_hour: Positive
+    sessions_per_day: Positive
+    minutes_per_day: Positive
+
+
+class GlobalLimits(_Strict):
+    concurrent_sessions: Positive
+    minutes_per_day: Positive
+
+
+class SessionLimits(_Strict):
+    max_duration_s: Annotated[int, Field(ge=30, le=3600)]
+    join_window_s: Annotated[int, Field(ge=10, le=900)]
+    lease_margin_s: Annotated[int, Field(ge=0, le=900)]
+
+
+class RoomLimits(_Strict):
+    max_participants: Annotated[int, Field(ge=2, le=10)]
+    empty_timeout_s: Positive
+    departure_timeout_s: Positive
+
+
+class HttpLimits(_Strict):
+    max_body_bytes: Annotated[int, Field(ge=256, le=1_048_576)]
+    max_header_bytes: Annotated[int, Field(ge=1024, le=65_536)]
+
+
+class Limits(_Strict):
+    visitor: VisitorLimits
+    global_: GlobalLimits = Field(alias="global")
+    session: SessionLimits
+    room: RoomLimits
+    http: HttpLimits
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Limits:
+        if self.visitor.sessions_per_hour > self.visitor.sessions_per_day:
+            raise ValueError("visitor.sessions_per_hour cannot exceed sessions_per_day")
+        if self.session.max_duration_s > self.visitor.minutes_per_day * 60:
+            raise ValueError("session.max_duration_s exceeds visitor.minutes_per_day")
+        return self
+
+
+class Policies(_Strict):
+    retention: Retention
+    limits: Limits
+
+    def session_duration_s(self, persona_max_s: int | None) -> int:
+        """A persona may shorten the call, never lengthen it past the policy."""
+        cap = self.limits.session.max_duration_s
+        return min(cap, persona_max_s) if persona_max_s else cap
+
+    def lease_s(self, duration_s: int) -> int:
+        s = self.limits.session
+        return s.join_window_s + duration_s + s.lease_margin_s
+
+
+def _load_yaml(path: Path) -> object:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise PolicyError(f"{path}: policy file missing") from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], path: Path) -> M:
+    try:
+        return model.model_validate(_load_yaml(path))
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise PolicyError(f"{path}: {details}") from exc
+
+
+def load_policies(directory: Path | None = None) -> Policies:
+    directory = directory or DEFAULT_DIR
+    return Policies(
+        retention=_validate(Retention, directory / "retention.yaml"),
+        limits=_validate(Limits, directory / "limits.yaml"),
+    )

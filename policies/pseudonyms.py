@@ -1,0 +1,144 @@
+"""Visitor pseudonyms: keyed hashes of an address or user agent, never the value itself.
+
+pseudonym = HMAC-SHA256(pepper, kind | period | salt | value), truncated to 128 bits.
+The pepper (VISITOR_HASH_SECRET) never leaves the process; the salt is random per period
+and lives in Redis only as long as the retention policy allows, so when it expires the
+old pseudonyms can no longer be linked to any address, even by us.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+from redis.asyncio import Redis
+from ua_parser import parse as parse_ua
+
+from policies import keys
+from policies.client_address import IPAddress
+from policies.model import Retention
+
+# How often a process re-asserts its cached salt in Redis: if Redis lost its data, every
+# process converges on one salt again within this delay (first writer wins).
+SALT_RECHECK_S = 60.0
+PSEUDONYM_HEX = 32
+
+
+def normalise_ip(address: IPAddress) -> str:
+    """IPv6 addresses are reduced to their /64 (one subscriber's network)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False).network_address) + "/64"
+    return str(address)
+
+
+@dataclass(frozen=True)
+class UAFamily:
+    browser: str
+    os: str
+    device: str  # desktop | mobile | tablet | bot | other
+
+    def label(self) -> str:
+        return f"{self.browser}/{self.os}/{self.device}"
+
+
+_MOBILE_OS = {"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "HarmonyOS"}
+_DESKTOP_OS = {
+    "Windows", "Mac OS X", "Linux", "Ubuntu", "Chrome OS", "Fedora", "Debian",
+    "FreeBSD", "OpenBSD", "macOS",
+}  # fmt: skip
+_TABLET_DEVICES = {"iPad", "Generic Tablet", "Kindle"}
+
+
+@lru_cache(maxsize=4096)
+def ua_family(user_agent: str) -> UAFamily:
+    """Coarse family from ua-parser (browser, OS, device class); no version numbers."""
+    if not user_agent:
+        return UAFamily("none", "none", "other")
+    parsed = parse_ua(user_agent[:512])
+    browser = parsed.user_agent.family if parsed.user_agent else "Other"
+    os_family = parsed.os.family if parsed.os else "Other"
+    device = parsed.device.family if parsed.device else "Other"
+    if device == "Spider":
+        kind = "bot"
+    elif device in _TABLET_DEVICES or "Tablet" in device:
+        kind = "tablet"
+    elif os_family in _MOBILE_OS:
+        kind = "mobile"
+    elif os_family in _DESKTOP_OS:
+        kind = "desktop"
+    else:
+        kind = "other"
+    return UAFamily(browser, os_family, kind)
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    raise TypeError(f"unexpected salt value {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class Salt:
+    period: int
+    value: bytes
+
+
+class VisitorHasher:
+    def __init__(self, redis: Redis, pepper: str, retention: Retention) -> None:
+        self._redis = redis
+        self._pepper = pepper.encode()
+        self._retention = retention
+        self._cache: dict[int, tuple[bytes, float]] = {}
+
+    def period_of(self, now: float) -> int:
+        return int(now // self._retention.salt_period_s)
+
+    def _expires_at(self, period: int) -> int:
+        """A salt outlives its period by the longest retention, so every record made with
+        it can still be found (access, erasure) until that record itself expires."""
+        period_end = (period + 1) * self._retention.salt_period_s
+        longest = max(self._retention.session_ttl_s, self._retention.pseudonym_ttl_s)
+        return period_end + longest
+
+    async def current_salt(self, now: float | None = None) -> Salt:
+        now = time.time() if now is None else now
+        period = self.period_of(now)
+        cached = self._cache.get(period)
+        if cached and now - cached[1] < SALT_RECHECK_S:
+            return Salt(period, cached[0])
+        candidate = cached[0] if cached else secrets.token_bytes(32)
+        # One round trip: create ours if none exists, else learn the existing one.
+        existing = await self._redis.set(
+            keys.salt(period), candidate, nx=True, get=True, exat=self._expires_at(period)
+        )
+        value = _as_bytes(existing) if existing is not None else candidate
+        self._cache = {period: (value, now)}
+        return Salt(period, value)
+
+    async def live_salts(self) -> list[Salt]:
+        """Every salt still in Redis: an address's pseudonyms under each of them cover all
+        the data that may still be tied to it."""
+        salts = []
+        async for key in self._redis.scan_iter(match=keys.salt(0)[:-1] + "*", count=100):
+            raw_key = key.decode() if isinstance(key, bytes) else key
+            value = await self._redis.get(raw_key)
+            if value is not None:
+                salts.append(Salt(int(raw_key.rsplit(":", 1)[1]), _as_bytes(value)))
+        return sorted(salts, key=lambda s: s.period)
+
+    def pseudonym(self, salt: Salt, kind: str, value: str) -> str:
+        message = b"|".join((kind.encode(), str(salt.period).encode(), salt.value, value.encode()))
+        return hmac.new(self._pepper, message, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
+
+    def visitor(self, salt: Salt, address: IPAddress) -> str:
+        return self.pseudonym(salt, "ip", normalise_ip(address))
+
+    def user_agent(self, salt: Salt, user_agent: str) -> str:
+        return self.pseudonym(salt, "ua", user_agent)

@@ -1,0 +1,1 @@
+"""Session records in Redis (created at admission, completed by the worker)."""

@@ -82,10 +82,12 @@ class Settings(BaseSettings):
     @field_validator("allowed_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
+        # Browsers send the Origin without a trailing slash; accept one in the setting.
+        value = [o.rstrip("/") for o in value]
         for origin in value:
             if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
                 raise ValueError(f"ALLOWED_ORIGINS: {origin!r} must look like https://host[:port]")
-        return [o.rstrip("/") for o in value]
+        return value
 
     @cached_property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -1,0 +1,176 @@
+"""Helpers for the token-server tests: Redis snapshots, token decoding, server pairs, bursts.
+
+Kept apart from tests/support.py (shared by every suite) because these only make sense
+for the token endpoint's contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+import redis
+from livekit import api
+
+from tests.support import ServerProcess
+
+# Test credentials: long enough to look like real ones, obviously not real.
+API_KEY = "APItestkey0000"
+API_SECRET = "test-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+AGENT_NAME = "ocf-test-agent"
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    name: bytes
+    kind: str
+    ttl: int
+    # Everything the key holds (members, fields, values, scores), flattened to bytes.
+    contents: tuple[bytes, ...]
+
+    def blob(self) -> bytes:
+        return b"\n".join((self.name, *self.contents))
+
+
+def _b(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
+def dump_redis(sync_client: redis.Redis) -> list[StoredKey]:
+    """Every key in the database with its type, TTL and full contents, whatever the type."""
+    # redis-py's stubs type replies as unions of every protocol's shapes; these are RESP2.
+    client: Any = sync_client
+    out = []
+    for name in client.scan_iter(count=500):
+        kind = _b(client.type(name)).decode()
+        contents: list[bytes] = []
+        if kind == "string":
+            contents.append(_b(client.get(name)))
+        elif kind == "hash":
+            for field, value in client.hgetall(name).items():
+                contents += [_b(field), _b(value)]
+        elif kind == "set":
+            contents += [_b(m) for m in client.smembers(name)]
+        elif kind == "zset":
+            for member, score in client.zrange(name, 0, -1, withscores=True):
+                contents += [_b(member), _b(score)]
+        elif kind == "list":
+            contents += [_b(v) for v in client.lrange(name, 0, -1)]
+        elif kind == "stream":
+            for entry_id, fields in client.xrange(name):
+                contents.append(_b(entry_id))
+                for field, value in fields.items():
+                    contents += [_b(field), _b(value)]
+        else:
+            raise AssertionError(f"unexpected Redis type {kind} for {name!r}")
+        out.append(StoredKey(_b(name), kind, int(client.ttl(name)), tuple(contents)))
+    return out
+
+
+def key_names(client: redis.Redis) -> set[bytes]:
+    return {_b(k) for k in client.scan_iter(count=500)}
+
+
+@dataclass(frozen=True)
+class DecodedToken:
+    claims: api.access_token.Claims
+    raw: dict[str, Any]
+
+
+def decode_token(token: str, key: str = API_KEY, secret: str = API_SECRET) -> DecodedToken:
+    """Verify the signature with LiveKit's own verifier; keep the raw JWT payload too (the
+    verifier's Claims drop nbf/exp and any claim it does not model)."""
+    claims = api.TokenVerifier(key, secret).verify(token)
+    raw = jwt.decode(token, secret, algorithms=["HS256"], issuer=key)
+    return DecodedToken(claims, raw)
+
+
+def settings_env(redis_url: str, **extra: str) -> dict[str, str]:
+    """Environment for a token-server subprocess with the test credentials."""
+    return {
+        "ENVIRONMENT": "development",
+        "REDIS_URL": redis_url,
+        "LIVEKIT_URL": "wss://livekit.test.invalid",
+        "LIVEKIT_API_KEY": API_KEY,
+        "LIVEKIT_API_SECRET": API_SECRET,
+        "AGENT_NAME": AGENT_NAME,
+        "TRUSTED_PROXIES": "",
+        "ALLOWED_ORIGINS": "",
+        **extra,
+    }
+
+
+@contextmanager
+def running_servers(envs: Sequence[Mapping[str, str]]) -> Iterator[list[ServerProcess]]:
+    """Start several token-server processes side by side (in parallel: start-up is mostly
+    imports) and always stop them."""
+    servers = [ServerProcess(env=dict(env)) for env in envs]
+    try:
+        with ThreadPoolExecutor(len(servers)) as pool:
+            list(pool.map(lambda s: s.start(), servers))
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def burst(
+    requests: Iterable[tuple[str, dict[str, str]]],
+    body: Mapping[str, object],
+) -> list[httpx.Response]:
+    """Fire every (url, headers) request at once and wait for all answers.
+
+    The requests are created first and released together by one event, so they really
+    are in flight simultaneously rather than trickling out as they are built.
+    """
+    go = asyncio.Event()
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def one(url: str, headers: dict[str, str]) -> httpx.Response:
+            await go.wait()
+            return await client.post(url, json=dict(body), headers=headers)
+
+        tasks = [asyncio.create_task(one(url, headers)) for url, headers in requests]
+        await asyncio.sleep(0)
+        go.set()
+        return list(await asyncio.gather(*tasks))
+
+
+def redis_now(client: redis.Redis) -> float:
+    seconds, micros = client.time()
+    return float(seconds) + micros / 1_000_000
+
+
+def away_from_bucket_edge(client: redis.Redis, bucket_s: int, margin_s: float = 5.0) -> None:
+    """Admission counts per hour/day bucket of the Redis clock: a burst that straddles a
+    bucket boundary would legitimately admit more. Wait until the burst fits in one."""
+    left = bucket_s - redis_now(client) % bucket_s
+    if left < margin_s:
+        time.sleep(left + 0.2)
+
+
+def status_counts(responses: Iterable[httpx.Response]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for response in responses:
+        counts[response.status_code] = counts.get(response.status_code, 0) + 1
+    return counts
+
+
+def error_codes(responses: Iterable[httpx.Response]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for response in responses:
+        if response.status_code >= 400:
+            code = json.loads(response.content)["error"]
+            counts[code] = counts.get(code, 0) + 1
+    return counts

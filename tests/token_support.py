@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -174,3 +175,36 @@ def error_codes(responses: Iterable[httpx.Response]) -> dict[str, int]:
             code = json.loads(response.content)["error"]
             counts[code] = counts.get(code, 0) + 1
     return counts
+
+
+def make_app(redis_url: str, policies_dir: Path, **overrides: Any) -> Any:
+    """The real app, in-process (httpx.ASGITransport), for plain request/response checks."""
+    from settings import Settings
+    from token_server import create_app
+
+    values: dict[str, Any] = {
+        "environment": "development",
+        "redis_url": redis_url,
+        "livekit_url": "wss://livekit.test.invalid",
+        "livekit_api_key": API_KEY,
+        "livekit_api_secret": API_SECRET,
+        "agent_name": AGENT_NAME,
+        "policies_dir": policies_dir,
+        "trusted_proxies": [],
+        "allowed_origins": [],
+        **overrides,
+    }
+    return create_app(Settings(_env_file=None, **values))  # type: ignore[call-arg]
+
+
+def asgi_client(app: Any, peer: str = "127.0.0.1") -> httpx.AsyncClient:
+    """An HTTP client whose requests reach the app from socket peer `peer`."""
+    transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://demo.test")
+
+
+def session_record(client: redis.Redis, session_id: str) -> dict[str, str]:
+    from policies import keys
+
+    raw: Any = client.hgetall(keys.session(session_id))
+    return {_b(k).decode(): _b(v).decode() for k, v in raw.items()}

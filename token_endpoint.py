@@ -1,0 +1,270 @@
+"""`POST /api/token`: admit a visitor and mint their LiveKit token.
+
+A plain ASGI app rather than a FastAPI route: this is the public hot path that floods hit
+first, and the framework's per-request machinery cost more than the admission itself
+(bench/token_server.py). The contract is DESIGN's: our form `{"agent": id}` or LiveKit's
+token-endpoint form; 201 with `server_url`, `participant_token`...; JSON errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from agents_catalog import Persona
+from api_errors import ApiError
+from livekit_token import DispatchInfo, mint_token, new_session_id, room_name
+from policies.admission import Refused
+from policies.client_address import client_address
+from policies.pseudonyms import ua_family
+from sessions.redis_conn import REDIS_ERRORS
+
+if TYPE_CHECKING:
+    from token_server import Services
+
+log = logging.getLogger("token_server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+REFUSAL_TEXT = {
+    "blocked": "Access to the demo has been suspended for this connection.",
+    "visitor_concurrent": "You already have a demo call in progress.",
+    "visitor_hourly": "You have reached the number of demo calls allowed per hour.",
+    "visitor_daily": "You have reached the number of demo calls allowed today.",
+    "visitor_minutes": "You have used today's demo minutes.",
+    "global_concurrent": "All demo lines are busy right now.",
+    "global_minutes": "The demo has reached its capacity for today.",
+}
+
+
+def refusal_error(refused: Refused) -> ApiError:
+    headers = {"Retry-After": str(refused.retry_after_s)}
+    reason = refused.reason
+    text = REFUSAL_TEXT[reason.value]
+    if reason == "blocked":
+        return ApiError(403, "blocked", text)
+    if reason.is_capacity:
+        return ApiError(503, "capacity", text, headers)
+    return ApiError(429, "rate_limited", text, headers)
+
+
+def parse_json_body(headers: dict[bytes, bytes], body: bytes) -> Any:
+    content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    if content_type != b"application/json":
+        raise ApiError(415, "unsupported_media_type", "Send the request body as application/json.")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(422, "invalid_json", "The request body is not valid JSON.") from exc
+
+
+async def read_body(headers: dict[bytes, bytes], receive: Receive, max_bytes: int) -> bytes:
+    """The whole body, refusing early (declared length) or as soon as it grows too big."""
+    too_big = ApiError(413, "body_too_large", f"The request body is limited to {max_bytes} bytes.")
+    declared = headers.get(b"content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        raise too_big
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError(400, "client_disconnected", "The client went away.")
+        body += bytes(message.get("body", b""))
+        if len(body) > max_bytes:
+            raise too_big
+        if not message.get("more_body"):
+            return body
+
+
+def requested_persona(body: Any) -> str:
+    """Our form {"agent": id} or LiveKit's token-endpoint form
+    (room_config.agents[0].agent_name). Nothing else the client sends is used."""
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "The request body must be a JSON object.")
+    if "agent" in body:
+        agent = body["agent"]
+    else:
+        room_config = body.get("room_config")
+        if room_config is None:
+            raise ApiError(
+                422,
+                "invalid_request",
+                'Name the demo agent: {"agent": "<id>"} or room_config.agents[0].agent_name.',
+            )
+        if not isinstance(room_config, dict):
+            raise ApiError(422, "invalid_request", "room_config must be an object.")
+        agents = room_config.get("agents")
+        if not isinstance(agents, list) or not agents or not isinstance(agents[0], dict):
+            raise ApiError(
+                422, "invalid_request", "room_config.agents must be a non-empty list of objects."
+            )
+        agent = agents[0].get("agent_name")
+    if not isinstance(agent, str) or not 1 <= len(agent) <= 64:
+        raise ApiError(422, "invalid_request", "The agent id must be a string of 1 to 64 chars.")
+    return agent
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def send_json(
+    send: Send, status: int, payload: bytes, extra: dict[str, str] | None = None
+) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class TokenEndpoint:
+    """POST /api/token. With `admit=False` it skips pseudonyms and admission and only
+    mints: the benchmark's baseline, never mounted by the served app."""
+
+    def __init__(self, services: Services, *, admit: bool = True) -> None:
+        self.services = services
+        self.admit = admit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            error = ApiError(405, "method_not_allowed", "Use POST.", {"Allow": "POST"})
+            await send_json(send, error.status, error.body(), error.headers)
+            return
+        try:
+            status, payload = await self.issue(scope, receive)
+        except ApiError as error:
+            await send_json(send, error.status, error.body(), error.headers)
+            return
+        await send_json(send, status, payload)
+
+    async def persona(self, persona_id: str) -> Persona:
+        ops = self.services.ops
+        # Sales' showcase override (ops/) may disable a persona at run time.
+        catalog = await ops.catalog() if ops else self.services.catalog
+        persona = catalog.get(persona_id)
+        if persona is None or not persona.enabled:
+            raise ApiError(404, "unknown_agent", f"There is no demo agent called {persona_id!r}.")
+        return persona
+
+    async def issue(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        services = self.services
+        settings = services.settings
+        limits = services.policies.limits
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        headers = dict(raw_headers)
+        body = await read_body(headers, receive, limits.http.max_body_bytes)
+        persona = await self.persona(requested_persona(parse_json_body(headers, body)))
+        duration_s = services.policies.session_duration_s(persona.max_duration_s)
+        session_id = new_session_id()
+        room = room_name(session_id)
+        issued_at = await self.admission(scope, raw_headers, persona, session_id, room, duration_s)
+        token = mint_token(
+            api_key=settings.livekit_api_key,
+            api_secret=settings.livekit_api_secret,
+            agent_name=settings.agent_name,
+            room=room,
+            dispatch=DispatchInfo(
+                persona=persona.id,
+                session_id=session_id,
+                language=persona.language,
+                max_duration_s=duration_s,
+                issued_at=issued_at,
+            ),
+            ttl_s=limits.session.join_window_s,
+            room_limits=limits.room,
+        )
+        payload = {
+            "server_url": settings.livekit_url,
+            "participant_token": token,
+            "room_name": room,
+            "session_id": session_id,
+            "agent": persona.public_card(duration_s),
+            "expires_at": iso(issued_at + limits.session.join_window_s),
+            "max_duration_s": duration_s,
+        }
+        return 201, json.dumps(payload, separators=(",", ":")).encode()
+
+    async def admission(
+        self,
+        scope: Scope,
+        raw_headers: list[tuple[bytes, bytes]],
+        persona: Persona,
+        session_id: str,
+        room: str,
+        duration_s: int,
+    ) -> float:
+        """Decide and record admission in Redis; return the issue time (Redis clock)."""
+        services = self.services
+        if not self.admit:
+            return 0.0
+        peer = scope["client"][0] if scope.get("client") else None
+        forwarded = [v.decode("latin-1") for k, v in raw_headers if k == b"x-forwarded-for"]
+        address = client_address(peer, forwarded, services.settings.trusted_networks)
+        if address is None:
+            raise ApiError(400, "no_client_address", "The client address could not be read.")
+        user_agent = next((v for k, v in raw_headers if k == b"user-agent"), b"")
+        user_agent_text = user_agent.decode("latin-1")
+        try:
+            salt = await services.hasher.current_salt()
+            visitor = services.hasher.visitor(salt, address)
+            decision = await services.admission.admit(
+                visitor=visitor,
+                session_id=session_id,
+                persona=persona.id,
+                duration_s=duration_s,
+                record={
+                    "session_id": session_id,
+                    "room": room,
+                    "persona": persona.id,
+                    "language": persona.language,
+                    "visitor": visitor,
+                    "ua": services.hasher.user_agent(salt, user_agent_text),
+                    "ua_family": ua_family(user_agent_text).label(),
+                    "salt_period": str(salt.period),
+                    "max_duration_s": str(duration_s),
+                    "join_window_s": str(services.policies.limits.session.join_window_s),
+                    "status": "issued",
+                },
+            )
+        except REDIS_ERRORS as exc:
+            log.error("redis unavailable", extra={"error": type(exc).__name__})
+            if services.ops:
+                services.ops.on_redis_error("admission")
+            raise ApiError(
+                503,
+                "unavailable",
+                "The demo is temporarily unavailable. Please try again shortly.",
+                {"Retry-After": "5"},
+            ) from exc
+        if isinstance(decision, Refused):
+            # DEBUG: a flood would otherwise become a log flood; refusals are counted in the
+            # hourly stats (Redis) and metrics, which is what ops read.
+            log.debug(
+                "token refused",
+                extra={
+                    "reason": decision.reason.value,
+                    "visitor": visitor,
+                    "persona": persona.id,
+                    "refusals_today": decision.refusals_today,
+                },
+            )
+            if services.ops:  # metrics and the automatic defence
+                await services.ops.on_refused(visitor, decision)
+            raise refusal_error(decision)
+        if services.ops:
+            services.ops.on_issued(persona.id)
+        log.info(
+            "token issued",
+            extra={"session_id": session_id, "persona": persona.id, "visitor": visitor},
+        )
+        return decision.issued_at

@@ -1,0 +1,102 @@
+"""What the worker says on its own and when (conversation.yaml), typed and validated.
+
+The greeting and the answers come from the persona and the LLM; the lines here are the
+worker's own: the duration warning, the silence check-in, the goodbyes. They are data so
+sales can reword them without touching code, and per language so a French persona never
+says an English goodbye.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agents_catalog.models import Language
+
+DEFAULT_FILE = Path(__file__).resolve().parent / "conversation.yaml"
+LANGUAGES: tuple[Language, ...] = ("fr", "en")
+
+
+class ConversationError(ValueError):
+    """conversation.yaml is wrong; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GuardTimings(_Strict):
+    """When the guards act. Injectable: tests and benchmarks pass shorter ones."""
+
+    max_duration_warning_s: Annotated[float, Field(ge=0, le=300)]
+    user_away_timeout_s: Annotated[float, Field(gt=0, le=600)]
+    hangup_grace_s: Annotated[float, Field(gt=0, le=120)]
+
+
+class TurnSettings(_Strict):
+    turn_detection: Literal["vad", "stt"]
+    min_endpointing_delay_s: Annotated[float, Field(ge=0, le=5)]
+    max_endpointing_delay_s: Annotated[float, Field(gt=0, le=10)]
+    preemptive_generation: bool
+    min_interruption_s: Annotated[float, Field(ge=0, le=5)]
+    tts_response_format: Literal["pcm", "wav", "mp3", "opus", "aac", "flac"]
+
+
+class Phrases(_Strict):
+    goodbye: Annotated[str, Field(min_length=2)]
+    duration_warning: Annotated[str, Field(min_length=2)]
+    duration_goodbye: Annotated[str, Field(min_length=2)]
+    silence_checkin: Annotated[str, Field(min_length=2)]
+    silence_goodbye: Annotated[str, Field(min_length=2)]
+    error_goodbye: Annotated[str, Field(min_length=2)]
+
+
+class Calendar(_Strict):
+    weekdays: Annotated[list[str], Field(min_length=7, max_length=7)]
+    months: Annotated[list[str], Field(min_length=12, max_length=12)]
+
+    def say(self, day: date) -> str:
+        return f"{self.weekdays[day.weekday()]} {day.day} {self.months[day.month - 1]} {day.year}"
+
+
+class Conversation(_Strict):
+    guards: GuardTimings
+    turns: TurnSettings
+    framing: dict[Language, str]
+    departments: dict[Language, str]
+    buildings: dict[Language, str]
+    phrases: dict[Language, Phrases]
+    calendar: dict[Language, Calendar]
+
+    @model_validator(mode="after")
+    def _every_language(self) -> Conversation:
+        for name in ("framing", "departments", "buildings", "phrases", "calendar"):
+            missing = [lang for lang in LANGUAGES if lang not in getattr(self, name)]
+            if missing:
+                raise ValueError(f"{name}: missing language(s) {', '.join(missing)}")
+        return self
+
+
+def load_conversation(path: Path | None = None) -> Conversation:
+    path = path or DEFAULT_FILE
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConversationError(f"{path}: {exc}") from exc
+    try:
+        return Conversation.model_validate(raw)
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConversationError(f"{path}: {details}") from exc
+
+
+@lru_cache(maxsize=1)
+def default_conversation() -> Conversation:
+    return load_conversation()

@@ -1,0 +1,191 @@
+"""The LiveKit worker: registration, job acceptance, and the entrypoint of a call.
+
+`build_server()` makes the AgentServer that `python -m agent dev|start` runs. It registers
+under AGENT_NAME (explicit dispatch: only tokens naming it bring a job), loads the Silero
+VAD once per job process (prewarm) and declines at request time every job whose dispatch
+metadata does not name an enabled persona (agent.dispatch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, JobRequest
+from livekit.agents.voice.room_io import RoomOptions
+from livekit.plugins import silero
+
+from agent.assembly import assemble_call
+from agent.call import Call
+from agent.connection import ConnectionTracker
+from agent.conversation import Conversation, default_conversation
+from agent.dispatch import JobRejected, JobSpec, parse_job_metadata
+from agent.providers import build_llm, build_stt, build_tts, require_provider_keys
+from agent.recording import RecordOutbox, SessionRecorder
+from agents_catalog import Catalog, load_catalog
+from policies.admission import Admission
+from policies.model import Policies, load_policies
+from sessions.redis_conn import connect
+from sessions.store import SessionStore
+from settings import Settings, get_settings
+
+log = logging.getLogger("agent.worker")
+
+# After a call ends, how long its job process may keep retrying the record while Redis is
+# down before it must exit (the process is then reclaimed). Beyond this the lease frees
+# the slot by itself and the LiveKit webhook reconciles the record.
+RECORD_FLUSH_TIMEOUT_S = 100.0
+# How long the job process is given to close the session and flush (must exceed the above).
+SHUTDOWN_PROCESS_TIMEOUT_S = 120.0
+# How long a call may take to close after the job was told to shut down.
+CALL_CLOSE_WAIT_S = 15.0
+
+
+@dataclass(frozen=True)
+class WorkerData:
+    settings: Settings
+    catalog: Catalog
+    policies: Policies
+    conversation: Conversation
+
+
+def load_worker_data(settings: Settings | None = None) -> WorkerData:
+    settings = settings or get_settings()
+    return WorkerData(
+        settings=settings,
+        catalog=load_catalog(settings.catalog_dir),
+        policies=load_policies(settings.policies_dir),
+        conversation=default_conversation(),
+    )
+
+
+# The main process's data (catalogue, policies) used at job-request time.
+_MAIN: dict[str, WorkerData] = {}
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Once per job process, before any call: the VAD model and the data files."""
+    started = time.perf_counter()
+    proc.userdata["vad"] = silero.VAD.load()
+    proc.userdata["data"] = load_worker_data()
+    proc.userdata["prewarm_s"] = time.perf_counter() - started
+    log.info("job process prewarmed", extra={"prewarm_s": round(proc.userdata["prewarm_s"], 3)})
+
+
+def check_job(metadata: str | None, data: WorkerData) -> JobSpec:
+    return parse_job_metadata(metadata, data.catalog, data.policies)
+
+
+async def on_request(request: JobRequest) -> None:
+    data = _MAIN.get("data") or _MAIN.setdefault("data", load_worker_data())
+    try:
+        spec = check_job(request.job.metadata, data)
+    except JobRejected as exc:
+        log.warning("job declined", extra={"job_id": request.id, "reason": str(exc)})
+        # terminate: no other worker should try a job that names no valid persona.
+        await request.reject(terminate=True)
+        return
+    await request.accept(
+        name=spec.persona.display_name.split(",")[0],
+        identity=f"agent-{request.id}",
+        attributes={"persona": spec.persona.id},
+    )
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    data: WorkerData = ctx.proc.userdata.get("data") or load_worker_data()
+    vad_model = ctx.proc.userdata.get("vad") or silero.VAD.load()
+    try:
+        spec = check_job(ctx.job.metadata, data)
+    except JobRejected as exc:
+        # Accepted by an older worker or changed since: never run a default persona.
+        log.error("job metadata refused in entrypoint", extra={"reason": str(exc)})
+        ctx.shutdown(reason="bad_metadata")
+        return
+
+    settings = data.settings
+    redis = connect(settings.redis_url, settings.redis_timeout_s)
+    outbox = RecordOutbox()
+    recorder = SessionRecorder(
+        spec.session_id, SessionStore(redis), Admission(redis, data.policies), outbox
+    )
+    connection = ConnectionTracker()
+
+    async def finished(call: Call) -> None:
+        # Every end deletes the room: the visitor's page sees the call is over, and LiveKit
+        # stops billing an empty room.
+        try:
+            await asyncio.wait_for(ctx.delete_room(), 10)
+        except TimeoutError:
+            log.warning("room deletion timed out", extra={"session_id": spec.session_id})
+        ctx.shutdown(reason=(call.end_reason or "shutdown"))
+
+    parts = assemble_call(
+        spec,
+        data.conversation,
+        stt=build_stt(spec.persona, settings),
+        llm=build_llm(spec.persona, settings),
+        tts=build_tts(spec.persona, settings, data.conversation.turns),
+        vad_model=vad_model,
+        recorder=recorder,
+        connection=connection,
+        on_finished=finished,
+    )
+
+    async def flush_records(_reason: str) -> None:
+        try:
+            await asyncio.wait_for(parts.call.finished.wait(), CALL_CLOSE_WAIT_S)
+        except TimeoutError:
+            log.error("call did not close before shutdown", extra={"session_id": spec.session_id})
+        if not await outbox.flush(RECORD_FLUSH_TIMEOUT_S):
+            log.error(
+                "session record not written before exit (Redis unavailable)",
+                extra={"session_id": spec.session_id, "pending": outbox.pending},
+            )
+        await outbox.aclose()
+        await redis.aclose()
+
+    ctx.add_shutdown_callback(flush_records)
+    ctx.log_context_fields = {"session_id": spec.session_id, "persona": spec.persona.id}
+
+    try:
+        await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+        connection.attach(ctx.room)
+        parts.call.begin()
+        await parts.session.start(
+            parts.agent,
+            room=ctx.room,
+            # Nothing of the call is recorded or uploaded (audio, transcript, traces).
+            record=False,
+            room_options=RoomOptions(close_on_disconnect=True, video_input=False),
+        )
+    except Exception:
+        log.exception("call could not start", extra={"session_id": spec.session_id})
+        parts.call.start_failed()
+
+
+def build_server(settings: Settings | None = None, *, check_keys: bool = True) -> AgentServer:
+    settings = settings or get_settings()
+    if check_keys:
+        require_provider_keys(settings)
+    _MAIN["data"] = load_worker_data(settings)
+    server = AgentServer(
+        setup_fnc=prewarm,
+        num_idle_processes=settings.agent_num_idle_processes,
+        port=settings.agent_health_port,
+        ws_url=settings.livekit_url,
+        api_key=settings.livekit_api_key,
+        api_secret=settings.livekit_api_secret,
+        shutdown_process_timeout=SHUTDOWN_PROCESS_TIMEOUT_S,
+        job_memory_warn_mb=400,
+    )
+    server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)
+    return server
+
+
+def describe(server: AgentServer) -> dict[str, Any]:
+    """What the worker registers as (for logs)."""
+    return {"agent_name": server._agent_name}

@@ -407,6 +407,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return error_response(503, "unavailable", "Redis is unreachable.")
         return JSONResponse({"status": "ready"}, headers=NO_STORE)
 
+    from web import web_router  # the demo page (web/): `/` and `/assets/*`
+
+    app.include_router(web_router(settings))
     return _wrap(app, settings, services)
 
 

@@ -63,3 +63,23 @@ def kind_of(key: str) -> str:
     if not key.startswith(PREFIX):
         return "foreign"
     return key[len(PREFIX) :].split(":", 1)[0]
+
+
+def visitor_bucket(kind: str, visitor: str, bucket: int) -> str:
+    """A per-visitor counter (`vh`, `vd`, `vm`, `vr`) for one hour or day bucket."""
+    return f"{PREFIX}{kind}:{visitor}:{bucket}"
+
+
+def global_seconds(day: int) -> str:
+    return f"{PREFIX}{GLOBAL_SECONDS}:{day}"
+
+
+def pattern(kind: str, *parts: str) -> str:
+    """A SCAN pattern for keys of one kind (ops: lookup, erasure, audit, stats).
+    `pattern(SESSION)` -> every session record; `pattern(VISITOR_HOUR, v)` -> v's hours."""
+    return ":".join((f"{PREFIX}{kind}", *parts, "*"))
+
+
+# Per-visitor keys that hold a pseudonym in their name (erasure deletes all of them).
+VISITOR_KINDS = (VISITOR_SESSIONS, VISITOR_ACTIVE, BLOCK)
+VISITOR_BUCKET_KINDS = (VISITOR_HOUR, VISITOR_DAY, VISITOR_SECONDS, VISITOR_REFUSALS)

@@ -1,0 +1,176 @@
+"""The ops JSON API under /ops/*: the CLI's commands over HTTP, behind the ops token.
+
+IP addresses travel in POST bodies (lookup, erase), never in a URL, so they cannot end up
+in a proxy's access log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from ops import commands
+from ops.auth import OpsHttpError, require_token
+from ops.runtime import OpsRuntime
+from sessions.redis_conn import REDIS_ERRORS
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise OpsHttpError(415, "unsupported_media_type", "Send a JSON body (application/json).")
+    body = await request.body()
+    if len(body) > max_bytes:
+        raise OpsHttpError(413, "body_too_large", f"The body is limited to {max_bytes} bytes.")
+    try:
+        data = json.loads(body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OpsHttpError(422, "invalid_json", "The body is not valid JSON.") from exc
+    if not isinstance(data, dict):
+        raise OpsHttpError(422, "invalid_request", "The body must be a JSON object.")
+    return data
+
+
+def _field(body: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    # bool is an int in Python: refuse true/false where a number is meant.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise OpsHttpError(422, "invalid_request", f"{name} must be a {kind.__name__}.")
+    return value
+
+
+def build_api(runtime: OpsRuntime) -> APIRouter:
+    ctx = runtime.ctx
+    max_body = ctx.policies.limits.http.max_body_bytes
+
+    async def authorised(request: Request) -> None:
+        require_token(request, ctx.settings.ops_token)
+
+    router = APIRouter(prefix="/ops", dependencies=[Depends(authorised)])
+
+    async def run(
+        action: Callable[[], Awaitable[dict[str, object]]], status: int = 200
+    ) -> JSONResponse:
+        try:
+            result = await action()
+        except commands.INPUT_ERRORS as exc:
+            raise OpsHttpError(422, "invalid_request", str(exc)) from exc
+        except REDIS_ERRORS as exc:
+            runtime.on_redis_error("ops")
+            raise OpsHttpError(
+                503, "unavailable", "Redis is unreachable; nothing was changed.",
+                {"Retry-After": "5"},
+            ) from exc  # fmt: skip
+        return JSONResponse(result, status_code=status, headers=NO_STORE)
+
+    @router.get("/sessions")
+    async def sessions(
+        since: str = "24h",
+        persona: str | None = None,
+        status: str | None = None,
+        reason: str | None = None,
+        visitor: str | None = None,
+        limit: int = 50,
+    ) -> JSONResponse:
+        return await run(
+            lambda: commands.sessions(
+                ctx, since=since, persona=persona, status=status, reason=reason,
+                visitor=visitor, limit=limit,
+            )
+        )  # fmt: skip
+
+    @router.get("/stats")
+    async def stats(by: str = "hour", count: int = 24) -> JSONResponse:
+        return await run(lambda: commands.stats(ctx, by=by, count=count))
+
+    @router.get("/top")
+    async def top(window: str = "24h", by: str = "sessions", limit: int = 20) -> JSONResponse:
+        return await run(lambda: commands.top(ctx, window=window, by=by, limit=limit))
+
+    @router.get("/blocks")
+    async def blocks() -> JSONResponse:
+        return await run(lambda: commands.list_blocks(ctx))
+
+    @router.post("/blocks")
+    async def block(request: Request) -> JSONResponse:
+        body = await read_json(request, max_body)
+        visitor = _field(body, "visitor", str)
+        reason = _field(body, "reason", str)
+        duration = _field(body, "for", str, required=False)
+        return await run(
+            lambda: commands.block(ctx, visitor=visitor, duration=duration, reason=reason), 201
+        )
+
+    @router.delete("/blocks/{visitor}")
+    async def unblock(visitor: str) -> JSONResponse:
+        return await run(lambda: commands.unblock(ctx, visitor=visitor))
+
+    @router.post("/lookup")
+    async def lookup(request: Request) -> JSONResponse:
+        ip = _field(await read_json(request, max_body), "ip", str)
+        return await run(lambda: commands.lookup(ctx, ip=ip))
+
+    @router.post("/erase")
+    async def erase(request: Request) -> JSONResponse:
+        ip = _field(await read_json(request, max_body), "ip", str)
+        return await run(lambda: commands.erase(ctx, ip=ip))
+
+    @router.get("/audit")
+    async def audit() -> JSONResponse:
+        return await run(lambda: commands.audit(ctx))
+
+    @router.get("/showcase")
+    async def showcase() -> JSONResponse:
+        return await run(lambda: commands.showcase_list(ctx))
+
+    @router.patch("/showcase/{persona}")
+    async def showcase_set(persona: str, request: Request) -> JSONResponse:
+        body = await read_json(request, max_body)
+        unknown = set(body) - {"enabled", "featured", "order"}
+        if unknown:
+            raise OpsHttpError(
+                422, "invalid_request", f"unknown field(s): {', '.join(sorted(unknown))}"
+            )
+        enabled = _field(body, "enabled", bool, required=False)
+        featured = _field(body, "featured", bool, required=False)
+        order = _field(body, "order", int, required=False)
+        return await run(
+            lambda: commands.showcase_set(
+                ctx, persona=persona, enabled=enabled, featured=featured, order=order
+            )
+        )
+
+    @router.delete("/showcase/{persona}")
+    async def showcase_reset(persona: str) -> JSONResponse:
+        return await run(lambda: commands.showcase_reset(ctx, persona=persona))
+
+    @router.delete("/showcase")
+    async def showcase_reset_all() -> JSONResponse:
+        return await run(lambda: commands.showcase_reset(ctx))
+
+    return router
+
+
+def build_metrics_route(runtime: OpsRuntime) -> APIRouter:
+    from ops.metrics import CONTENT_TYPE
+
+    router = APIRouter()
+
+    @router.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        require_token(request, runtime.ctx.settings.ops_token)
+        try:
+            await runtime.metrics.refresh(runtime.ctx)
+        except REDIS_ERRORS:
+            # Still answer: the counters are ours; the Redis error is itself a metric.
+            runtime.on_redis_error("metrics")
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE, headers=NO_STORE)
+
+    return router

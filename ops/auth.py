@@ -1,0 +1,50 @@
+"""The ops token: `Authorization: Bearer $OPS_TOKEN`, compared in constant time.
+
+No OPS_TOKEN configured means every ops surface (API, page, metrics) answers 404 as if it
+did not exist: off, never open.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import HTTPException, Request
+
+
+class OpsHttpError(Exception):
+    """An ops request refused or failed: rendered as JSON {"error", "message"}."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+def token_matches(given: str, expected: str) -> bool:
+    # compare_digest on bytes: constant time whatever the contents; an empty expected token
+    # never matches (the caller turns ops off before getting here).
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def bearer(request: Request) -> str:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def ops_enabled(expected: str) -> None:
+    if not expected:
+        raise HTTPException(status_code=404)
+
+
+def require_token(request: Request, expected: str) -> None:
+    ops_enabled(expected)
+    given = bearer(request)
+    if not given or not token_matches(given, expected):
+        raise OpsHttpError(
+            401,
+            "unauthorized",
+            "Send the ops token as `Authorization: Bearer <OPS_TOKEN>`.",
+            {"WWW-Authenticate": 'Bearer realm="ops"'},
+        )

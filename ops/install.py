@@ -1,0 +1,63 @@
+"""Wire ops into the token server: routers, the latency middleware, the error renderer."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+
+from agents_catalog import Catalog
+from ops.api import build_api, build_metrics_route
+from ops.auth import OpsHttpError
+from ops.blocks import AutoDefence
+from ops.context import build_context
+from ops.metrics import LatencyMiddleware, Metrics
+from ops.page import build_page
+from ops.runtime import OpsRuntime
+from ops.webhook import build_webhook
+from policies import Policies
+from policies.admission import Admission
+from policies.pseudonyms import VisitorHasher
+from settings import Settings
+
+
+def install_ops(
+    app: FastAPI,
+    *,
+    settings: Settings,
+    redis: Redis,
+    policies: Policies,
+    catalog: Catalog,
+    hasher: VisitorHasher,
+    admission: Admission,
+) -> OpsRuntime:
+    ctx = build_context(
+        settings,
+        redis=redis,
+        policies=policies,
+        catalog=catalog,
+        hasher=hasher,
+        admission=admission,
+    )
+    runtime = OpsRuntime(ctx=ctx, metrics=Metrics(), defence=AutoDefence(ctx))
+
+    @app.exception_handler(OpsHttpError)
+    async def _ops_error(_: Request, exc: OpsHttpError) -> JSONResponse:
+        return JSONResponse(
+            {"error": exc.code, "message": exc.message},
+            status_code=exc.status,
+            headers={"Cache-Control": "no-store", **exc.headers},
+        )
+
+    app.include_router(build_api(runtime))
+    app.include_router(build_page(runtime))
+    app.include_router(build_metrics_route(runtime))
+    app.include_router(build_webhook(runtime))
+    app.add_middleware(LatencyMiddleware, metrics=runtime.metrics)
+    # Paths the token server answers ahead of the framework (its "fast lane") bypass
+    # middleware added here: time them where they are mounted.
+    fast_lane = getattr(app.state, "fast_lane", None)
+    if isinstance(fast_lane, dict):
+        for path, endpoint in list(fast_lane.items()):
+            fast_lane[path] = LatencyMiddleware(endpoint, runtime.metrics, route=path)
+    return runtime

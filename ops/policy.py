@@ -1,0 +1,136 @@
+"""Ops rules (policies/ops.yaml) and vendor prices (policies/costs.yaml), typed and checked.
+
+Both files are read from POLICIES_DIR when they are there, else the shipped ones: a
+policies directory made for limits/retention alone keeps the shipped ops rules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from policies.admission import Refusal
+from policies.model import DAY_S, PRIVACY_MAX_DAYS, Policies, PolicyError, _load_yaml
+
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "policies"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Positive = Annotated[int, Field(gt=0)]
+
+
+class BlockRules(_Strict):
+    default_days: Annotated[int, Field(ge=1, le=PRIVACY_MAX_DAYS)]
+    max_days: Annotated[int, Field(ge=1, le=PRIVACY_MAX_DAYS)]
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> BlockRules:
+        if self.default_days > self.max_days:
+            raise ValueError("blocks.default_days exceeds blocks.max_days")
+        return self
+
+
+class AutoBlock(_Strict):
+    refusals_per_day: Annotated[int, Field(ge=2)]
+    block_hours: Annotated[int, Field(ge=1, le=24 * 30)]
+    reasons: list[Refusal]
+
+    @model_validator(mode="after")
+    def _visitor_reasons_only(self) -> AutoBlock:
+        for reason in self.reasons:
+            if reason.is_capacity or reason == Refusal.BLOCKED:
+                raise ValueError(f"auto_block.reasons: {reason.value} is not the visitor's doing")
+        return self
+
+
+class AutomatedSignals(_Strict):
+    refusals: Positive
+    never_joined: Positive
+    user_agents: Annotated[int, Field(ge=2)]
+    short_sessions: Positive
+    short_session_s: Positive
+    bot_user_agent: bool
+
+
+class ShowcaseRules(_Strict):
+    ttl_days: Annotated[int, Field(ge=1, le=PRIVACY_MAX_DAYS)]
+    cache_s: Annotated[float, Field(ge=0, le=60)]
+
+
+class SessionRules(_Strict):
+    sweep_every_s: Annotated[int, Field(ge=5, le=3600)]
+
+
+class OpsPolicy(_Strict):
+    blocks: BlockRules
+    auto_block: AutoBlock
+    automated: AutomatedSignals
+    showcase: ShowcaseRules
+    sessions: SessionRules
+
+    @property
+    def block_max_s(self) -> int:
+        return self.blocks.max_days * DAY_S
+
+    @property
+    def showcase_ttl_s(self) -> int:
+        return self.showcase.ttl_days * DAY_S
+
+
+class PerMinute(_Strict):
+    livekit_agent_session: Annotated[float, Field(ge=0)]
+    livekit_participant: Annotated[float, Field(ge=0)]
+    stt_audio: Annotated[float, Field(ge=0)]
+
+
+class PerMillion(_Strict):
+    llm_prompt_tokens: Annotated[float, Field(ge=0)]
+    llm_completion_tokens: Annotated[float, Field(ge=0)]
+    tts_chars: Annotated[float, Field(ge=0)]
+
+
+class Costs(_Strict):
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    per_minute: PerMinute
+    per_million: PerMillion
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _file(directory: Path | None, name: str) -> Path:
+    if directory is not None and (directory / name).exists():
+        return directory / name
+    return SHIPPED_DIR / name
+
+
+def _validate(model: type[M], path: Path) -> M:
+    try:
+        return model.model_validate(_load_yaml(path))
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise PolicyError(f"{path}: {details}") from exc
+
+
+def load_ops_policy(policies: Policies, directory: Path | None = None) -> OpsPolicy:
+    path = _file(directory, "ops.yaml")
+    rules = _validate(OpsPolicy, path)
+    # A block is keyed by a pseudonym: it may not outlive what the privacy policy allows
+    # for pseudonyms.
+    if rules.block_max_s > policies.retention.pseudonym_ttl_s:
+        raise PolicyError(
+            f"{path}: blocks.max_days exceeds retention ip_ua_hashes_days "
+            f"({policies.retention.ip_ua_hashes_days})"
+        )
+    return rules
+
+
+def load_costs(directory: Path | None = None) -> Costs:
+    return _validate(Costs, _file(directory, "costs.yaml"))

@@ -1,0 +1,105 @@
+"""Closing sessions the worker did not close.
+
+- `abandon`: LiveKit says the room is finished (or the agent left it) and the record is
+  still open: the worker crashed or was killed. The record gets an end time, a duration and
+  reason `abandoned`; the slot is released and unused minutes refunded.
+- `expire_unjoined`: a token nobody used to join within its window: released with reason
+  `never_joined` so its slot and reserved minutes come back before the lease runs out.
+
+Both go through Admission.release (release.lua), which acts once per session: whichever of
+the worker, a webhook delivery or the sweeper comes first closes the record, every later
+call changes nothing. The end fields are written by that same script call, so a record is
+never half closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ops.context import OpsContext
+from ops.records import text
+from policies import keys
+
+log = logging.getLogger("ops.reconcile")
+
+
+def _stamp(ts: float) -> str:
+    return f"{ts:.3f}"
+
+
+async def abandon(
+    ctx: OpsContext, session_id: str, ended_at: float, room_started_at: float | None = None
+) -> str:
+    """'abandoned' if this call closed the session, else why not ('unknown',
+    'already_released')."""
+    raw = await ctx.redis.hmget(
+        keys.session(session_id),
+        ["issued_at", "started_at", "max_duration_s", "released_at"],
+    )
+    issued_at, started_at, max_duration, released_at = (
+        text(v) if v is not None else None for v in raw
+    )
+    if issued_at is None:
+        return "unknown"
+    if released_at is not None:
+        return "already_released"
+    # The call began when the worker recorded it; failing that when LiveKit created the
+    # room (the visitor joined but no agent recorded a start); failing that at issue.
+    start = float(started_at) if started_at else (room_started_at or float(issued_at))
+    cap = float(max_duration) if max_duration else ctx.policies.limits.session.max_duration_s
+    duration = min(max(0.0, ended_at - start), cap)
+    result = await ctx.admission.release(
+        session_id,
+        duration,
+        "abandoned",
+        {
+            "status": "abandoned",
+            "end_reason": "abandoned",
+            "ended_at": _stamp(ended_at),
+            "duration_s": f"{duration:.1f}",
+        },
+    )
+    if result.released:
+        log.info(
+            "session abandoned",
+            extra={"session_id": session_id, "duration_s": round(duration, 1)},
+        )
+        return "abandoned"
+    return result.detail
+
+
+async def expire_unjoined(ctx: OpsContext, now: float | None = None) -> list[str]:
+    """Release every open session whose token was never used to join; returns their ids.
+
+    Open sessions are the members of the global lease set, so this costs one read per
+    live session, not a scan of every record."""
+    now = time.time() if now is None else now
+    members = [text(m) for m in await ctx.redis.zrange(keys.global_active(), 0, -1)]
+    if not members:
+        return []
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        for session_id in members:
+            pipe.hmget(
+                keys.session(session_id), ["status", "issued_at", "join_window_s", "released_at"]
+            )
+        rows = await pipe.execute()
+    margin = ctx.policies.limits.session.lease_margin_s
+    expired = []
+    for session_id, row in zip(members, rows, strict=True):
+        status, issued_at, join_window, released_at = (
+            text(v) if v is not None else None for v in row
+        )
+        if status != "issued" or issued_at is None or released_at is not None:
+            continue
+        window = float(join_window or ctx.policies.limits.session.join_window_s)
+        if now <= float(issued_at) + window + margin:
+            continue
+        result = await ctx.admission.release(
+            session_id, 0, "never_joined", {"status": "never_joined"}
+        )
+        if result.released:
+            expired.append(session_id)
+    if expired:
+        log.info("sessions never joined", extra={"count": len(expired)})
+    return expired

@@ -1,0 +1,80 @@
+"""What the token server holds for ops: the shared context, metrics, automatic defence,
+and the hooks its token path calls (issued, refused, Redis error)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from agents_catalog import Catalog
+from ops.blocks import AutoDefence
+from ops.context import OpsContext
+from ops.metrics import Metrics
+from ops.reconcile import expire_unjoined
+from policies.admission import Refused
+from sessions.redis_conn import REDIS_ERRORS
+
+log = logging.getLogger("ops")
+
+
+@dataclass
+class OpsRuntime:
+    ctx: OpsContext
+    metrics: Metrics
+    defence: AutoDefence
+
+    async def catalog(self) -> Catalog:
+        """The catalogue with sales' showcase override applied (cached a few seconds)."""
+        return await self.ctx.showcase.catalog()
+
+    def on_issued(self, persona: str) -> None:
+        self.metrics.tokens_issued.labels(persona).inc()
+
+    def on_redis_error(self, operation: str) -> None:
+        self.metrics.redis_errors.labels(operation).inc()
+
+    async def on_refused(self, visitor: str, refused: Refused) -> None:
+        """Count the refusal and let the automatic defence act; never fails the request
+        (the refusal is already decided and recorded)."""
+        self.metrics.refusals.labels(refused.reason.value).inc()
+        try:
+            if await self.defence.on_refusal(visitor, refused):
+                self.metrics.auto_blocks.inc()
+                log.warning(
+                    "visitor blocked automatically",
+                    extra={"visitor": visitor, "refusals_today": refused.refusals_today},
+                )
+        except REDIS_ERRORS as exc:
+            self.on_redis_error("auto_block")
+            log.error("auto block not written", extra={"error": type(exc).__name__})
+
+    async def sweep_once(self) -> int:
+        expired = await expire_unjoined(self.ctx)
+        if expired:
+            self.metrics.sessions_closed.labels("never_joined").inc(len(expired))
+        return len(expired)
+
+    async def _sweep_forever(self) -> None:
+        every = self.ctx.rules.sessions.sweep_every_s
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.sweep_once()
+            except REDIS_ERRORS as exc:
+                self.on_redis_error("sweep")
+                log.error("never-joined sweep failed", extra={"error": type(exc).__name__})
+
+    @contextlib.asynccontextmanager
+    async def background(self) -> AsyncIterator[None]:
+        """Runs the never-joined sweeper for the app's lifetime (every process may run it:
+        a release happens once whoever calls it)."""
+        task = asyncio.create_task(self._sweep_forever(), name="ops-sweeper")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

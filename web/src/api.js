@@ -1,0 +1,81 @@
+// The token server's public API, and the translation of each refusal into a UI message key.
+
+export class Refusal extends Error {
+  // key: a strings.json key; params: its placeholders (wait in seconds is turned into words
+  // by the caller, in the page's language).
+  constructor(key, params = {}, { refreshList = false } = {}) {
+    super(key);
+    this.key = key;
+    this.params = params;
+    this.refreshList = refreshList;
+  }
+}
+
+export async function fetchAgents(signal) {
+  const response = await fetch('/api/agents', { signal, headers: { Accept: 'application/json' } });
+  if (!response.ok) throw new Error(`GET /api/agents answered ${response.status}`);
+  const body = await response.json();
+  if (!body || !Array.isArray(body.agents)) throw new Error('GET /api/agents: no agents list');
+  return body.agents;
+}
+
+function retryAfterSeconds(response) {
+  const value = response.headers.get('Retry-After');
+  if (!value) return null;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim());
+  const when = Date.parse(value);
+  return Number.isNaN(when) ? null : Math.max(0, Math.round((when - Date.now()) / 1000));
+}
+
+const RATE_REASONS = new Set([
+  'visitor_concurrent',
+  'visitor_hourly',
+  'visitor_daily',
+  'visitor_minutes',
+]);
+
+// Map an error answer to the message a visitor should read. The server's English `message`
+// is not shown: the page speaks the visitor's language.
+export function refusalFor(status, body, retryAfter) {
+  const code = body && typeof body.error === 'string' ? body.error : '';
+  const wait = retryAfter ?? 0;
+  if (status === 429 || code === 'rate_limited') {
+    const reason = body && typeof body.reason === 'string' ? body.reason : '';
+    const key = RATE_REASONS.has(reason) ? `rate_limited_${reason}` : 'rate_limited';
+    return new Refusal(key, { wait });
+  }
+  if (code === 'capacity') {
+    return retryAfter ? new Refusal('capacity', { wait }) : new Refusal('capacity_no_wait');
+  }
+  if (code === 'blocked') return new Refusal('blocked');
+  if (code === 'origin_not_allowed') return new Refusal('origin_not_allowed');
+  if (code === 'unknown_agent') return new Refusal('unknown_agent', {}, { refreshList: true });
+  if (code === 'unavailable' || status === 503) return new Refusal('unavailable');
+  return new Refusal('server_error', { status });
+}
+
+export async function requestToken(agentId, signal) {
+  let response;
+  try {
+    response = await fetch('/api/token', {
+      method: 'POST',
+      signal,
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify({ agent: agentId }),
+    });
+  } catch (error) {
+    if (error && error.name === 'AbortError') throw error;
+    throw new Refusal('server_unreachable');
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (error) {
+    if (error && error.name === 'AbortError') throw error;
+    body = null;
+  }
+  if (response.status === 201 && body && body.server_url && body.participant_token) {
+    return body;
+  }
+  throw refusalFor(response.status, body, retryAfterSeconds(response));
+}

@@ -1,0 +1,219 @@
+// One demo call: a LiveKit room joined with the token server's token, the visitor's
+// microphone published, the agent's voice played, its state and transcript reported.
+// Every way the call can end goes through finish(), exactly once.
+import { DisconnectReason, Room, RoomEvent, Track } from 'livekit-client';
+
+// The agent worker sets this participant attribute before it leaves the room, so the page
+// can say why the call ended (see README, "Demo page": the end-reason contract).
+export const END_REASON_ATTRIBUTE = 'ocf.end_reason';
+const AGENT_STATE_ATTRIBUTE = 'lk.agent.state';
+const TRANSCRIPTION_TOPIC = 'lk.transcription';
+
+const END_REASON_MESSAGES = {
+  end_call: 'call_ended_end_call',
+  max_duration: 'call_ended_max_duration',
+  silence: 'call_ended_silence',
+  error: 'call_ended_error',
+  shutdown: 'call_ended_shutdown',
+  user_hangup: 'call_ended_user',
+};
+
+// livekit-agents' AgentState values, folded into the four states the page shows.
+const AGENT_STATES = {
+  initializing: 'connecting',
+  idle: 'listening',
+  listening: 'listening',
+  thinking: 'thinking',
+  speaking: 'speaking',
+};
+
+export function endMessageFor(reason) {
+  return END_REASON_MESSAGES[reason] || null;
+}
+
+export function uiAgentState(raw) {
+  return AGENT_STATES[raw] || 'connecting';
+}
+
+export class CallSession {
+  /**
+   * @param {object} options
+   * @param {MediaStreamTrack} options.micTrack the microphone, already granted
+   * @param {object} options.grant the token server's answer (server_url, participant_token, max_duration_s)
+   * @param {object} options.timeouts connect_timeout_s, agent_join_timeout_s, end_grace_s
+   * @param {object} options.on callbacks: step, agentState, transcript, tick, audioBlocked, ended
+   */
+  constructor({ micTrack, grant, timeouts, on }) {
+    this.micTrack = micTrack;
+    this.grant = grant;
+    this.timeouts = timeouts;
+    this.on = on;
+    this.room = new Room({ adaptiveStream: false, dynacast: false, disconnectOnPageLeave: true });
+    this.agent = null;
+    this.agentEndReason = null;
+    this.finished = false;
+    this.connected = false;
+    this.userEnded = false;
+    this.timers = [];
+    this.micPublication = null;
+  }
+
+  // Never rejects: every failure ends the call through finish() and on.ended.
+  async start() {
+    this.listen();
+    this.on.step('connecting');
+    const connectTimeoutMs = this.timeouts.connect_timeout_s * 1000;
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error('connect timeout')), connectTimeoutMs);
+    });
+    try {
+      await Promise.race([
+        this.room.connect(this.grant.server_url, this.grant.participant_token, {
+          autoSubscribe: true,
+          maxRetries: 1,
+        }),
+        timeout,
+      ]);
+      this.micPublication = await this.room.localParticipant.publishTrack(this.micTrack, {
+        source: Track.Source.Microphone,
+        name: 'microphone',
+      });
+    } catch (error) {
+      // Finished already: the visitor cancelled while we were connecting.
+      this.finish('livekit_unreachable', { asError: true, cause: error });
+      return;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.finished) return;
+    this.connected = true;
+    for (const participant of this.room.remoteParticipants.values()) {
+      if (participant.isAgent) this.agentJoined(participant);
+    }
+    if (!this.agent) {
+      this.on.step('waiting_agent');
+      const seconds = this.timeouts.agent_join_timeout_s;
+      this.later(seconds, () => {
+        if (!this.agent) this.finish('agent_no_show', { asError: true, params: { seconds } });
+      });
+    }
+  }
+
+  listen() {
+    const room = this.room;
+    room
+      .on(RoomEvent.ParticipantConnected, (participant) => {
+        if (participant.isAgent && !this.agent) this.agentJoined(participant);
+      })
+      .on(RoomEvent.ParticipantAttributesChanged, (changed, participant) => {
+        if (participant !== this.agent) return;
+        if (AGENT_STATE_ATTRIBUTE in changed) {
+          this.on.agentState(uiAgentState(changed[AGENT_STATE_ATTRIBUTE]));
+        }
+        if (END_REASON_ATTRIBUTE in changed) this.agentEndReason = changed[END_REASON_ATTRIBUTE];
+      })
+      .on(RoomEvent.ParticipantDisconnected, (participant) => {
+        if (participant !== this.agent) return;
+        const reason = this.agentEndReason || participant.attributes[END_REASON_ATTRIBUTE];
+        this.finish(endMessageFor(reason) || 'call_ended_agent_left');
+      })
+      .on(RoomEvent.TrackSubscribed, (track, _publication, participant) => {
+        if (track.kind !== Track.Kind.Audio || !participant.isAgent) return;
+        const element = track.attach();
+        element.dataset.agentAudio = '';
+        document.body.appendChild(element);
+      })
+      .on(RoomEvent.TrackUnsubscribed, (track) => {
+        for (const element of track.detach()) element.remove();
+      })
+      .on(RoomEvent.AudioPlaybackStatusChanged, () => {
+        this.on.audioBlocked(!room.canPlaybackAudio);
+      })
+      .on(RoomEvent.Disconnected, (reason) => {
+        // Before connect() resolved, its rejection reports the failure instead.
+        if (this.finished || !this.connected) return;
+        const agentReason =
+          this.agentEndReason || (this.agent && this.agent.attributes[END_REASON_ATTRIBUTE]);
+        if (endMessageFor(agentReason)) this.finish(endMessageFor(agentReason));
+        else if (reason === DisconnectReason.ROOM_DELETED) this.finish('call_ended_agent_left');
+        else this.finish('call_ended_connection_lost', { asError: true });
+      });
+    room.registerTextStreamHandler(TRANSCRIPTION_TOPIC, (reader, sender) => {
+      this.readTranscript(reader, sender.identity).catch((error) => {
+        // A broken stream loses one transcript line, never the call.
+        console.warn('transcript stream failed', error);
+      });
+    });
+  }
+
+  agentJoined(participant) {
+    this.agent = participant;
+    this.on.agentState(uiAgentState(participant.attributes[AGENT_STATE_ATTRIBUTE]));
+    this.on.step('in_call');
+    this.startCountdown();
+  }
+
+  // The worker counts the maximum duration from its own start, which is when it joins.
+  startCountdown() {
+    const deadline = Date.now() + this.grant.max_duration_s * 1000;
+    const tick = () => {
+      const left = (deadline - Date.now()) / 1000;
+      this.on.tick(Math.max(0, left));
+      if (left <= 0) {
+        // The agent says goodbye and leaves by itself; if it does not, hang up for it.
+        this.later(this.timeouts.end_grace_s, () => this.finish('call_ended_time_up'));
+        return;
+      }
+      this.timers.push(setTimeout(tick, 250));
+    };
+    tick();
+  }
+
+  async readTranscript(reader, identity) {
+    const attributes = reader.info.attributes || {};
+    const segment = attributes['lk.segment_id'] || reader.info.id;
+    const speaker = identity === this.room.localParticipant.identity ? 'you' : 'agent';
+    // Interim user transcripts arrive as new streams for the same segment, each with the
+    // whole text so far; the agent's speech is one stream of deltas. Reset, then append,
+    // covers both.
+    this.on.transcript({ segment, speaker, text: '', reset: true });
+    for await (const delta of reader) {
+      if (this.finished) return;
+      this.on.transcript({ segment, speaker, text: delta, reset: false });
+    }
+  }
+
+  setMuted(muted) {
+    const track = this.micPublication && this.micPublication.track;
+    if (!track) return Promise.resolve();
+    return muted ? track.mute() : track.unmute();
+  }
+
+  startAudio() {
+    return this.room.startAudio();
+  }
+
+  hangUp() {
+    this.userEnded = true;
+    this.finish('call_ended_user');
+  }
+
+  later(seconds, action) {
+    this.timers.push(setTimeout(action, seconds * 1000));
+  }
+
+  finish(key, { asError = false, params = {}, cause = null } = {}) {
+    if (this.finished) return;
+    this.finished = true;
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers = [];
+    this.room.unregisterTextStreamHandler(TRANSCRIPTION_TOPIC);
+    for (const element of document.querySelectorAll('audio[data-agent-audio]')) element.remove();
+    this.micTrack.stop();
+    // disconnect() never rejects in practice, but a rejection here must not go unhandled.
+    this.room.disconnect(true).catch((error) => console.warn('disconnect failed', error));
+    if (cause) console.warn('call failed', cause);
+    this.on.ended({ key, params, asError });
+  }
+}

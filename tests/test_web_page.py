@@ -5,6 +5,7 @@ real, and joining fails the way it does when a visitor's network blocks LiveKit.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -298,3 +299,35 @@ def test_phone_sized_screen_has_no_sideways_scroll(server, browser: Browser, red
         screenshot(page, "phone.png")
     finally:
         context.close()
+
+
+def test_cancel_while_livekit_does_not_answer(
+    redis_url, redis_client, browser: Browser, tmp_path
+) -> None:
+    """A LiveKit host that accepts the connection and never answers (a black-holing
+    firewall): the visitor is not stuck; Cancel ends the attempt at once."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes handshakes; nobody ever reads or answers
+        port = silent.getsockname()[1]
+        process = ServerProcess(
+            env={"REDIS_URL": redis_url, "LIVEKIT_URL": f"ws://127.0.0.1:{port}"}
+        ).start()
+        context = browser.new_context(locale="en-US")
+        try:
+            page = context.new_page()
+            recorder = Recorder().attach(page)
+            page.goto(f"{process.base_url}/?agent={showcase_ids()[0]}")
+            page.locator("#start").click()
+            expect(page.locator("#step")).to_have_text("Connecting to the call…")
+            cancel = page.locator("#end")
+            expect(cancel).to_be_focused()
+            expect(cancel).to_have_text("Cancel")
+            page.keyboard.press("Enter")
+            expect(page.locator("#notice")).to_have_text("You ended the call.")
+            expect(page.locator("#start")).to_be_focused()
+            expect(page.locator("#step")).to_have_text("")
+            recorder.assert_clean()
+        finally:
+            context.close()
+            process.stop()

@@ -65,6 +65,9 @@ def build_llm(persona: Persona, settings: Settings) -> openai.LLM:
         api_key=settings.openai_api_key,
         # Privacy policy: completions are not stored by OpenAI (no training, no evals).
         store=False,
+        # livekit-plugins-openai 1.8.9 keeps `store` but never sends it on chat
+        # completions: put it in the request body so OpenAI actually receives it.
+        extra_body={"store": False},
         parallel_tool_calls=False,
         **kwargs,
     )

@@ -153,18 +153,28 @@ NOT_BUILT = """<!doctype html><html lang="en"><meta charset="utf-8"><title>Demo 
 """
 
 
+def _stamp(dist: Path) -> int | None:
+    try:
+        return (dist / "manifest.json").stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def web_router(settings: Settings, dist: Path = DIST_DIR) -> APIRouter:
     headers = security_headers(settings)
     config_json = json_for_html(page_config(settings, load_page_settings()))
     bundle = load_bundle(dist, config_json)
     if bundle is None:
         log.warning("demo page not built", extra={"dist": str(dist), "fix": "make web"})
+    built_at = _stamp(dist)
 
     def current() -> Bundle | None:
-        # Built after start-up (make web while the server runs): pick it up once.
-        nonlocal bundle
-        if bundle is None:
-            bundle = load_bundle(dist, config_json)
+        # `make web` while the server runs writes new hashed names: follow the rebuild
+        # instead of pointing browsers at files that are gone (one stat per request).
+        nonlocal bundle, built_at
+        stamp = _stamp(dist)
+        if stamp != built_at:
+            bundle, built_at = load_bundle(dist, config_json), stamp
         return bundle
 
     router = APIRouter()

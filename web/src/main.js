@@ -137,7 +137,7 @@ function cardFor(agent) {
     t(selected ? 'chosen_label' : 'choose_label', { name: agent.display_name }),
   );
   choose.disabled = state.phase !== 'idle';
-  choose.addEventListener('click', () => selectAgent(agent.id, { focus: true }));
+  choose.addEventListener('click', () => selectAgent(agent.id, { focus: true, scroll: true }));
 
   item.append(title, meta, pitch, tags, choose);
   return item;
@@ -220,7 +220,7 @@ async function loadAgents() {
   render();
 }
 
-function selectAgent(id, { focus = false } = {}) {
+function selectAgent(id, { focus = false, scroll = false } = {}) {
   if (state.phase !== 'idle') return;
   const agent = (state.agents || []).find((a) => a.id === id);
   if (!agent) return;
@@ -231,10 +231,9 @@ function selectAgent(id, { focus = false } = {}) {
   clearTranscript();
   setUrl({ agent: id });
   render();
-  if (focus) {
-    ui.call.scrollIntoView({ block: 'start', behavior: 'smooth' });
-    ui.start.focus({ preventScroll: true });
-  }
+  // Chosen from a card further down: bring the call panel (above the list) into view.
+  if (scroll) ui.call.scrollIntoView({ block: 'start', behavior: 'smooth' });
+  if (focus) ui.start.focus({ preventScroll: true });
 }
 
 // --- the call ---------------------------------------------------------------------------

@@ -52,7 +52,14 @@ def servers(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "global": {"concurrent_sessions": GLOBAL_CONCURRENT, "minutes_per_day": 100_000},
         },
     )  # fmt: skip
-    env = settings_env(redis_url, POLICIES_DIR=str(policies), TRUSTED_PROXIES="127.0.0.1/32")
+    # Exactness, not latency, is under test: a generous Redis timeout keeps a loaded CI
+    # machine from turning slow answers into 503s (test_redis_outage covers the timeout).
+    env = settings_env(
+        redis_url,
+        POLICIES_DIR=str(policies),
+        TRUSTED_PROXIES="127.0.0.1/32",
+        REDIS_TIMEOUT_S="5",
+    )
     with running_servers([env, env]) as started:
         yield started
 

@@ -60,8 +60,9 @@ class Criteria:
         if self.area:
             wanted = fold(self.area)
             where = fold(f"{listing.district} {listing.city}")
-            if wanted and wanted not in where and not any(w in where for w in wanted.split()
-                                                          if len(w) > 3):  # fmt: skip
+            # The whole place, or one of its significant words ("Pentes de la Croix-Rousse").
+            words = [w for w in wanted.split() if len(w) > 3]
+            if wanted not in where and not any(w in where.split() for w in words):
                 missed.append("area")
         if self.max_price_eur is not None and listing.price_eur > self.max_price_eur:
             missed.append("max_price_eur")

@@ -171,3 +171,66 @@ def spec_for(persona_id: str, *, session_id: str = "test-session-0001", max_dura
     assert persona is not None
     return JobSpec(persona=persona, session_id=session_id, max_duration_s=max_duration_s,
                    issued_at=issued_at)  # fmt: skip
+
+
+# --- running a call in-process (text only: no room, no audio) ---------------------------
+
+
+async def start_call(
+    persona_id: str,
+    turns: list[Turn],
+    *,
+    timings: GuardTimings = RELAXED,
+    spec: JobSpec | None = None,
+    recorder: Any = None,
+) -> tuple[Any, ScriptedLLM]:
+    """A call as the worker assembles it, started, with its greeting said."""
+    import asyncio
+
+    from agent.assembly import assemble_call
+    from agent.conversation import default_conversation
+
+    scripted = ScriptedLLM(turns)
+    parts = assemble_call(
+        spec or spec_for(persona_id),
+        default_conversation(),
+        stt=None,
+        llm=scripted,
+        tts=None,
+        vad_model=None,
+        timings=timings,
+        recorder=recorder,
+        today=TODAY,
+        llm_max_retry=0,
+    )
+    parts.call.begin()
+    await parts.session.start(parts.agent, record=False)
+    for _ in range(200):
+        if said(parts):
+            break
+        await asyncio.sleep(0.01)
+    return parts, scripted
+
+
+def said(parts: Any) -> list[str]:
+    """What the agent said so far, in order."""
+    return [
+        m.text_content.strip()
+        for m in parts.session.history.messages()
+        if m.role == "assistant" and m.text_content
+    ]
+
+
+def tool_outputs(result: Any, name: str) -> list[dict[str, Any]]:
+    """The JSON answers of the tool `name` in a run's events."""
+    found = []
+    for event in result.events:
+        if event.type == "function_call_output" and event.item.name == name:
+            found.append(json.loads(event.item.output))
+    return found
+
+
+async def finished(parts: Any, timeout: float = 5.0) -> None:
+    import asyncio
+
+    await asyncio.wait_for(parts.call.finished.wait(), timeout)

@@ -1,0 +1,111 @@
+"""The guards of a live call, with shortened timings: the maximum duration (warning, then
+goodbye and hang-up), a silent line (one check-in, then hang-up), the caller leaving."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from livekit.agents.voice.events import CloseReason
+
+from agent.conversation import GuardTimings, default_conversation
+from agent.ending import EndReason
+from tests.agent_support import RELAXED, Step, Turn, finished, said, spec_for, start_call
+
+PHRASES = default_conversation().phrases
+
+
+async def test_max_duration_warns_then_says_goodbye_and_hangs_up():
+    timings = GuardTimings(max_duration_warning_s=0.5, user_away_timeout_s=60, hangup_grace_s=2)
+    spec = spec_for("agence-immo-fr", max_duration_s=1)
+    turns = [Turn("question", (Step(text="Bien sûr, je regarde."),))]
+    started = time.monotonic()
+    parts, _ = await start_call("agence-immo-fr", turns, timings=timings, spec=spec)
+    try:
+        await parts.session.run(user_input="Une question")
+        await finished(parts, timeout=5)
+        elapsed = time.monotonic() - started
+        assert parts.call.end_reason == "max_duration"
+        assert parts.call.guards.warned
+        lines = said(parts)
+        fr = PHRASES["fr"]
+        assert lines.index(fr.duration_warning) < lines.index(fr.duration_goodbye)
+        assert lines[-1] == fr.duration_goodbye
+        assert 1.0 <= elapsed < 4.0  # at the maximum, not before, and promptly
+        assert parts.call.record["end_reason"] == "max_duration"
+    finally:
+        await parts.session.aclose()
+
+
+async def test_max_duration_cuts_a_long_answer():
+    # The model's answer is still being said when time is up: it is cut, the goodbye said.
+    timings = GuardTimings(max_duration_warning_s=0, user_away_timeout_s=60, hangup_grace_s=2)
+    spec = spec_for("realty-desk-en", max_duration_s=1)
+    parts, _ = await start_call("realty-desk-en", [], timings=timings, spec=spec)
+    try:
+        await finished(parts, timeout=5)
+        assert parts.call.end_reason == "max_duration"
+        assert said(parts)[-1] == PHRASES["en"].duration_goodbye
+        assert PHRASES["en"].duration_warning not in said(parts)  # warning switched off
+    finally:
+        await parts.session.aclose()
+
+
+async def test_silence_checks_in_once_then_hangs_up():
+    timings = GuardTimings(max_duration_warning_s=0, user_away_timeout_s=0.3, hangup_grace_s=2)
+    parts, _ = await start_call("realty-desk-en", [], timings=timings)
+    try:
+        await finished(parts, timeout=5)
+        en = PHRASES["en"]
+        assert parts.call.end_reason == "silence"
+        assert parts.call.guards.checkins == 1
+        assert said(parts)[1:] == [en.silence_checkin, en.silence_goodbye]
+    finally:
+        await parts.session.aclose()
+
+
+async def test_speaking_after_the_check_in_keeps_the_line_open():
+    timings = GuardTimings(max_duration_warning_s=0, user_away_timeout_s=0.4, hangup_grace_s=2)
+    turns = [Turn("still here", (Step(text="Parfait, je vous écoute."),))]
+    parts, _ = await start_call("gestion-incidents-fr", turns, timings=timings)
+    fr = PHRASES["fr"]
+    try:
+        for _ in range(100):
+            if fr.silence_checkin in said(parts):
+                break
+            await asyncio.sleep(0.02)
+        # The caller speaks: the VAD moves the user to speaking then listening (what the
+        # session's audio recognition does on speech start/end), and the words arrive.
+        parts.session._update_user_state("speaking")
+        parts.session._update_user_state("listening")
+        await parts.session.run(user_input="Oui, still here")
+        await finished(parts, timeout=5)
+        # The caller answered: the next silence gets a fresh check-in before any hang-up.
+        assert parts.call.guards.checkins == 2
+        assert said(parts).count(fr.silence_checkin) == 2
+        assert parts.call.end_reason == "silence"
+    finally:
+        await parts.session.aclose()
+
+
+async def test_caller_leaving_ends_the_call_as_user_hangup():
+    parts, _ = await start_call("after-hours-en", [], timings=RELAXED)
+    try:
+        # What RoomIO does when the linked participant disconnects (close_on_disconnect).
+        parts.session._close_soon(reason=CloseReason.PARTICIPANT_DISCONNECTED)
+        await finished(parts)
+        assert parts.call.end_reason == "user_hangup"
+        assert said(parts) == [parts.call.spec.persona.greeting]  # no goodbye to nobody
+    finally:
+        await parts.session.aclose()
+
+
+async def test_first_reason_wins():
+    parts, _ = await start_call("after-hours-en", [], timings=RELAXED)
+    try:
+        parts.call.hang_up(EndReason.END_CALL, goodbye=None)
+        parts.call.guards._time_up()  # a late guard must not rewrite why the call ended
+        await finished(parts)
+        assert parts.call.end_reason == "end_call"
+    finally:
+        await parts.session.aclose()

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     deepgram_base_url: str | None = None
     agent_health_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     agent_num_idle_processes: Annotated[int, Field(ge=0, le=64)] = 1
+    # CPU load (0-1, averaged) above which the worker declines new calls.
+    agent_load_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7
 
     @field_validator("trusted_proxies", "allowed_origins", mode="before")
     @classmethod

@@ -176,6 +176,7 @@ def build_server(settings: Settings | None = None, *, check_keys: bool = True) -
         setup_fnc=prewarm,
         num_idle_processes=settings.agent_num_idle_processes,
         port=settings.agent_health_port,
+        load_threshold=settings.agent_load_threshold,
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,
         api_secret=settings.livekit_api_secret,

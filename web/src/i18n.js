@@ -1,6 +1,6 @@
 // UI language: French or English, from ?lang=, else the browser's preferred languages.
 // Nothing is stored: the choice lives in the URL so a shared link keeps it.
-import STRINGS from './strings.json';
+import STRINGS from './strings.json' with { type: 'json' };
 
 export const LANGUAGES = Object.keys(STRINGS);
 

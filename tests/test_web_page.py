@@ -77,6 +77,16 @@ def page(browser: Browser, redis_client: redis.Redis) -> Iterator[Page]:
     context.close()
 
 
+def assert_nothing_stored(page: Page) -> None:
+    """No cookie (from any response or script) and nothing in the browser's storage."""
+    assert page.context.cookies() == []
+    stored = page.evaluate(
+        "() => ({cookie: document.cookie, local: localStorage.length,"
+        " session: sessionStorage.length})"
+    )
+    assert stored == {"cookie": "", "local": 0, "session": 0}
+
+
 def showcase_ids() -> list[str]:
     return [p.id for p in load_catalog().showcase()]
 
@@ -104,7 +114,7 @@ def test_cards_render_in_showcase_order(server, page: Page) -> None:
     expect(page.locator("#privacy-link")).to_have_attribute("href", PRIVACY_URL)
     screenshot(page, "persona-list.png")
     recorder.assert_clean()
-    assert page.context.cookies() == []
+    assert_nothing_stored(page)
 
 
 def test_deep_link_preselects_the_persona(server, page: Page) -> None:
@@ -170,7 +180,7 @@ def test_start_call_gets_a_token_then_reports_livekit_unreachable(server, page: 
     assert any(origin(r.url) == livekit for r in recorder.requests)
     recorder.assert_origins(origin(process.base_url), livekit)
     recorder.assert_clean()
-    assert page.context.cookies() == []
+    assert_nothing_stored(page)
     # Nothing of the call is left in the page (no agent audio element).
     assert page.locator("audio").count() == 0
 

@@ -1,7 +1,7 @@
 // The demo page: persona cards, one call at a time, every refusal in plain words.
 // All text goes through textContent (never innerHTML): persona data and server answers
 // cannot inject markup.
-import { LogLevel, setLogLevel } from 'livekit-client';
+import { LogLevel, LoggerNames, getLogger } from 'livekit-client';
 
 import { Refusal, fetchAgents, requestToken } from './api.js';
 import { CallSession } from './call.js';
@@ -9,8 +9,11 @@ import { LANGUAGES, Translator, clock, pickLanguage } from './i18n.js';
 
 const config = JSON.parse(document.getElementById('ocf-config').textContent);
 const params = new URLSearchParams(window.location.search);
-// The library's own console logging helps nobody on a prospect's screen; ?debug=1 brings it back.
-setLogLevel(params.get('debug') === '1' ? LogLevel.debug : LogLevel.silent);
+// The library's own console logging helps nobody on a prospect's screen; ?debug=1 brings it
+// back. Not livekit-client's setLogLevel: loglevel would persist the level in localStorage,
+// or in a cookie where storage is off, and this page stores nothing.
+const logLevel = params.get('debug') === '1' ? LogLevel.debug : LogLevel.silent;
+for (const name of Object.values(LoggerNames)) getLogger(name).setLevel(logLevel, false);
 
 const $ = (id) => document.getElementById(id);
 const ui = {

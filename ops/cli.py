@@ -246,15 +246,22 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("showcase", "list or change which personas are shown, featured, in what order")
     show = p.add_subparsers(dest="action", required=True, metavar="action")
-    show.add_parser("list", help="personas with enabled / featured / order")
-    s = show.add_parser("set", help="override enabled / featured / order for one persona")
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        a = show.add_parser(name, help=help_text, description=help_text)
+        # SUPPRESS: `showcase --json list` and `showcase list --json` both work.
+        a.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+        return a
+
+    action("list", "personas with enabled / featured / order")
+    s = action("set", "override enabled / featured / order for one persona")
     s.add_argument("persona")
     s.add_argument("--enable", dest="enabled", action="store_true", default=None)
     s.add_argument("--disable", dest="enabled", action="store_false")
     s.add_argument("--feature", dest="featured", action="store_true", default=None)
     s.add_argument("--unfeature", dest="featured", action="store_false")
     s.add_argument("--order", type=int)
-    r = show.add_parser("reset", help="back to the catalogue files' values")
+    r = action("reset", "back to the catalogue files' values")
     r.add_argument("persona", nargs="?")
     r.add_argument("--all", action="store_true")
     return parser

@@ -32,7 +32,8 @@ class Found:
 
     def summary(self) -> dict[str, object]:
         kinds = Counter(keys.kind_of(k) for k in self.keys)
-        kinds[keys.SESSION] += len(self.sessions)
+        if self.sessions:
+            kinds[keys.SESSION] += len(self.sessions)
         return {"sessions": len(self.sessions), "keys_by_kind": dict(sorted(kinds.items()))}
 
 

@@ -8,6 +8,7 @@ old pseudonyms can no longer be linked to any address, even by us.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -15,7 +16,9 @@ import secrets
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
+import yaml
 from redis.asyncio import Redis
 from ua_parser import parse as parse_ua
 
@@ -27,6 +30,7 @@ from policies.model import Retention
 # process converges on one salt again within this delay (first writer wins).
 SALT_RECHECK_S = 60.0
 PSEUDONYM_HEX = 32
+_HERE = Path(__file__).resolve().parent
 
 
 def normalise_ip(address: IPAddress) -> str:
@@ -46,26 +50,34 @@ class UAFamily:
         return f"{self.browser}/{self.os}/{self.device}"
 
 
-_MOBILE_OS = {"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "HarmonyOS"}
+_MOBILE_OS = {"iOS", "iPadOS", "Android", "Windows Phone", "KaiOS", "HarmonyOS"}
 _DESKTOP_OS = {
-    "Windows", "Mac OS X", "Linux", "Ubuntu", "Chrome OS", "Fedora", "Debian",
-    "FreeBSD", "OpenBSD", "macOS",
+    "Windows", "Mac OS X", "macOS", "Linux", "Ubuntu", "Chrome OS", "Fedora", "Debian",
+    "FreeBSD", "OpenBSD",
 }  # fmt: skip
 _TABLET_DEVICES = {"iPad", "Generic Tablet", "Kindle"}
 
 
+@lru_cache(maxsize=1)
+def _allowed_families() -> tuple[frozenset[str], frozenset[str]]:
+    data = yaml.safe_load((_HERE / "ua_families.yaml").read_text(encoding="utf-8"))
+    return frozenset(data["browsers"]), frozenset(data["operating_systems"])
+
+
 @lru_cache(maxsize=4096)
 def ua_family(user_agent: str) -> UAFamily:
-    """Coarse family from ua-parser (browser, OS, device class); no version numbers."""
+    """Coarse family from ua-parser (browser, OS, device class); no version numbers and
+    no free text: names outside policies/ua_families.yaml become "Other"."""
     if not user_agent:
         return UAFamily("none", "none", "other")
+    browsers, systems = _allowed_families()
     parsed = parse_ua(user_agent[:512])
     browser = parsed.user_agent.family if parsed.user_agent else "Other"
     os_family = parsed.os.family if parsed.os else "Other"
     device = parsed.device.family if parsed.device else "Other"
     if device == "Spider":
         kind = "bot"
-    elif device in _TABLET_DEVICES or "Tablet" in device:
+    elif device in _TABLET_DEVICES or device.endswith("Tablet"):
         kind = "tablet"
     elif os_family in _MOBILE_OS:
         kind = "mobile"
@@ -73,7 +85,11 @@ def ua_family(user_agent: str) -> UAFamily:
         kind = "desktop"
     else:
         kind = "other"
-    return UAFamily(browser, os_family, kind)
+    return UAFamily(
+        browser if browser in browsers else "Other",
+        os_family if os_family in systems else "Other",
+        kind,
+    )
 
 
 def _as_bytes(value: object) -> bytes:
@@ -96,6 +112,7 @@ class VisitorHasher:
         self._pepper = pepper.encode()
         self._retention = retention
         self._cache: dict[int, tuple[bytes, float]] = {}
+        self._fetching: tuple[int, asyncio.Future[bytes]] | None = None
 
     def period_of(self, now: float) -> int:
         return int(now // self._retention.salt_period_s)
@@ -111,16 +128,36 @@ class VisitorHasher:
         now = time.time() if now is None else now
         period = self.period_of(now)
         cached = self._cache.get(period)
-        if cached and now - cached[1] < SALT_RECHECK_S:
+        if cached and (now - cached[1] < SALT_RECHECK_S or self._fetching is not None):
+            # Fresh, or being re-checked by another request: no round trip for this one.
             return Salt(period, cached[0])
-        candidate = cached[0] if cached else secrets.token_bytes(32)
-        # One round trip: create ours if none exists, else learn the existing one.
+        if self._fetching is None or self._fetching[0] != period:
+            # Single flight: one request (re)asserts the salt, concurrent ones wait for it,
+            # so a cold process or a period change costs one round trip, not one each.
+            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            self._fetching = (period, future)
+            try:
+                value = await self._assert_salt(period, cached[0] if cached else None)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # consumed here; waiters re-raise their own copy
+                raise
+            else:
+                future.set_result(value)
+                self._cache = {period: (value, now)}
+            finally:
+                self._fetching = None
+            return Salt(period, value)
+        return Salt(period, await asyncio.shield(self._fetching[1]))
+
+    async def _assert_salt(self, period: int, known: bytes | None) -> bytes:
+        candidate = known or secrets.token_bytes(32)
+        # One round trip: create ours if none exists (first writer wins, also after Redis
+        # lost its data), else learn the existing one.
         existing = await self._redis.set(
             keys.salt(period), candidate, nx=True, get=True, exat=self._expires_at(period)
         )
-        value = _as_bytes(existing) if existing is not None else candidate
-        self._cache = {period: (value, now)}
-        return Salt(period, value)
+        return _as_bytes(existing) if existing is not None else candidate
 
     async def live_salts(self) -> list[Salt]:
         """Every salt still in Redis: an address's pseudonyms under each of them cover all

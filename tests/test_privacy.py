@@ -36,6 +36,8 @@ USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) OcfPrivacyProbe/9.7731 AppleWebKit/537.36"
     " (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
 )
+# An app/scraper user agent: the parser's "family" would be client-written text.
+APP_USER_AGENT = "OcfScraperProbe/4.2 CFNetwork/1410.0.3 Darwin/22.6.0"
 
 # What the session record may hold: the LiveKit session, the selected agent, the duration,
 # technical connection data (pseudonyms, coarse UA family), and lifecycle bookkeeping.
@@ -53,11 +55,11 @@ def forbidden_texts() -> list[bytes]:
     texts = [
         IPV4, "198.51.100.", "51.100.77", IPV6, IPV6.upper(), v6.exploded, IPV6_SAME_64,
         "2001:db8:4f2a:77c1", "2001:0db8:4f2a:77c1", str(net), str(net.network_address),
-        "4f2a:77c1", USER_AGENT, "OcfPrivacyProbe",
+        "4f2a:77c1", USER_AGENT, "OcfPrivacyProbe", APP_USER_AGENT, "OcfScraperProbe",
     ]  # fmt: skip
     out = [t.encode() for t in texts]
     # Unsalted hashes would be as good as the address (a 2^32 space is searched in minutes).
-    for value in (IPV4, IPV6, str(net), str(net.network_address), USER_AGENT):
+    for value in (IPV4, IPV6, str(net), str(net.network_address), USER_AGENT, APP_USER_AGENT):
         for algo in ("md5", "sha1", "sha256"):
             out.append(hashlib.new(algo, value.encode()).hexdigest().encode())
     out.append(ipaddress.IPv4Address(IPV4).packed)
@@ -84,8 +86,11 @@ def exercise(servers: list[ServerProcess]) -> list[str]:
     minted = []
     first, second = (httpx.Client(base_url=s.base_url, timeout=10) for s in servers)
     with first, second:
-        for address, neighbour in ((IPV4, IPV4), (IPV6, IPV6_SAME_64)):
-            headers = {"X-Forwarded-For": address, "User-Agent": USER_AGENT}
+        for address, neighbour, agent in (
+            (IPV4, IPV4, USER_AGENT),
+            (IPV6, IPV6_SAME_64, APP_USER_AGENT),
+        ):
+            headers = {"X-Forwarded-For": address, "User-Agent": agent}
             neighbour_headers = {**headers, "X-Forwarded-For": f"203.0.113.9, {neighbour}"}
             ok = first.post("/api/token", json={"agent": "agence-immo-fr"}, headers=headers)
             assert ok.status_code == 201, ok.text

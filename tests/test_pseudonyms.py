@@ -133,10 +133,13 @@ async def test_a_lost_salt_is_reasserted_and_processes_converge(
         ),
         (
             "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-            "Googlebot",
+            "Other",
             "Other",
             "bot",
         ),
+        # Client-written names are never stored: only families on the policy's list.
+        ("Mozilla/5.0 (compatible; jdupont-scraper/1.0)", "Other", "Other", "bot"),
+        ("JeanDupontApp/1.0 CFNetwork/1410.0.3 Darwin/22.6.0", "Other", "iOS", "mobile"),
         ("", "none", "none", "other"),
     ],
 )

@@ -57,11 +57,13 @@ async def run_chat(persona_id: str, show_tools: bool, llm_max_retry: int) -> int
         llm_max_retry=llm_max_retry,
     )
     speaker = persona.display_name.split(",")[0]
+    greeted = asyncio.Event()
 
     def on_item(ev: ConversationItemAddedEvent) -> None:
         item: Any = ev.item
         if getattr(item, "role", None) == "assistant" and item.text_content:
             _out(f"{speaker}: {item.text_content}")
+            greeted.set()
 
     def on_tools(ev: FunctionToolsExecutedEvent) -> None:
         if not show_tools:
@@ -73,6 +75,8 @@ async def run_chat(persona_id: str, show_tools: bool, llm_max_retry: int) -> int
     parts.session.on("function_tools_executed", on_tools)
     parts.call.begin()
     await parts.session.start(parts.agent, record=False)
+    # The greeting is on screen before the first line is read, as on a call.
+    await asyncio.wait_for(greeted.wait(), 10)
     loop = asyncio.get_running_loop()
     try:
         while not parts.call.ending:

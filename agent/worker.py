@@ -26,6 +26,8 @@ from agent.dispatch import JobRejected, JobSpec, parse_job_metadata
 from agent.providers import build_llm, build_stt, build_tts, require_provider_keys
 from agent.recording import RecordOutbox, SessionRecorder
 from agents_catalog import Catalog, load_catalog
+from agents_catalog.showcase import Showcase
+from ops.policy import load_ops_policy
 from policies.admission import Admission
 from policies.model import Policies, load_policies
 from sessions.redis_conn import connect
@@ -75,14 +77,36 @@ def prewarm(proc: JobProcess) -> None:
     log.info("job process prewarmed", extra={"prewarm_s": round(proc.userdata["prewarm_s"], 3)})
 
 
-def check_job(metadata: str | None, data: WorkerData) -> JobSpec:
-    return parse_job_metadata(metadata, data.catalog, data.policies)
+# Sales' run-time showcase override (ops), read from Redis with a short cache.
+_SHOWCASE: dict[str, Showcase] = {}
+
+
+def showcase_of(data: WorkerData) -> Showcase:
+    if "showcase" not in _SHOWCASE:
+        rules = load_ops_policy(data.policies, data.settings.policies_dir)
+        redis = connect(data.settings.redis_url, data.settings.redis_timeout_s)
+        _SHOWCASE["showcase"] = Showcase(
+            redis, data.catalog, ttl_s=rules.showcase_ttl_s, cache_s=rules.showcase.cache_s
+        )
+    return _SHOWCASE["showcase"]
+
+
+def check_job(metadata: str | None, data: WorkerData, shown: Catalog | None = None) -> JobSpec:
+    """`shown`: the catalogue with the showcase override applied; a persona ops disabled
+    at run time is declined like one disabled in its file."""
+    if shown is None:
+        return parse_job_metadata(metadata, data.catalog, data.policies)
+    return parse_job_metadata(
+        metadata, data.catalog, data.policies, lambda p: (shown.get(p.id) or p).enabled
+    )
 
 
 async def on_request(request: JobRequest) -> None:
     data = _MAIN.get("data") or _MAIN.setdefault("data", load_worker_data())
+    # Never fails: on a Redis error it serves the last override read (or the files').
+    shown = await showcase_of(data).catalog()
     try:
-        spec = check_job(request.job.metadata, data)
+        spec = check_job(request.job.metadata, data, shown)
     except JobRejected as exc:
         log.warning("job declined", extra={"job_id": request.id, "reason": str(exc)})
         # terminate: no other worker should try a job that names no valid persona.

@@ -4,19 +4,25 @@ real, and joining fails the way it does when a visitor's network blocks LiveKit.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
+import redis.asyncio as aioredis
+import yaml
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from agents_catalog import load_catalog
+from agents_catalog.showcase import Showcase
 from policies import keys
-from tests.support import ServerProcess, free_port, write_policies
+from tests.support import ROOT, ServerProcess, free_port, write_policies
 from tests.web_support import (
     Recorder,
     ensure_bundle,
@@ -341,3 +347,40 @@ def test_cancel_while_livekit_does_not_answer(
         finally:
             context.close()
             process.stop()
+
+
+def test_persona_withdrawn_after_the_list_loaded(server, page: Page, redis_url) -> None:
+    """Sales disable the persona (showcase override) while the visitor reads its card: the
+    token request answers unknown_agent, the page says so and shows the current list."""
+    process, _ = server
+    withdrawn = showcase_ids()[0]
+    recorder = Recorder().attach(page)
+    page.goto(f"{process.base_url}/?agent={withdrawn}")
+    expect(page.locator("#start")).to_be_focused()
+
+    async def disable() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            showcase = Showcase(client, load_catalog(), ttl_s=3600, cache_s=0)
+            await showcase.set(withdrawn, enabled=False)
+        finally:
+            await client.aclose()
+
+    # Playwright's sync API owns this thread's event loop: the async change runs beside it.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, disable()).result(timeout=10)
+    cache_s = yaml.safe_load((ROOT / "policies" / "ops.yaml").read_text())["showcase"]["cache_s"]
+    time.sleep(cache_s + 0.5)  # the server trusts its copy of the override this long
+    with page.expect_response(lambda r: r.url.endswith("/api/token")) as token:
+        page.locator("#start").click()
+    assert token.value.status == 404
+    expect(page.locator("#notice")).to_have_text(
+        "This demo agent is no longer available. Pick another one from the list."
+    )
+    expect(page.locator("#call")).to_be_hidden()
+    listed = [a["id"] for a in httpx.get(process.base_url + "/api/agents").json()["agents"]]
+    expect(page.locator("#agents .card")).to_have_count(len(listed))
+    assert card_ids(page) == listed
+    expect(page.locator("#agents .card button").first).to_be_focused()
+    assert "agent=" not in page.url
+    recorder.assert_clean()

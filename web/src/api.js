@@ -11,8 +11,13 @@ export class Refusal extends Error {
   }
 }
 
-export async function fetchAgents(signal) {
-  const response = await fetch('/api/agents', { signal, headers: { Accept: 'application/json' } });
+// fresh: revalidate instead of trusting the browser's cached copy (the list is cacheable for
+// a few seconds, but after an unknown_agent refusal the cached list is the wrong one).
+export async function fetchAgents({ fresh = false } = {}) {
+  const response = await fetch('/api/agents', {
+    cache: fresh ? 'no-cache' : 'default',
+    headers: { Accept: 'application/json' },
+  });
   if (!response.ok) throw new Error(`GET /api/agents answered ${response.status}`);
   const body = await response.json();
   if (!body || !Array.isArray(body.agents)) throw new Error('GET /api/agents: no agents list');

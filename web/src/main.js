@@ -206,12 +206,12 @@ function render() {
 
 // --- the persona list -------------------------------------------------------------------
 
-async function loadAgents() {
+async function loadAgents({ fresh = false } = {}) {
   state.listError = false;
   state.agents = null;
   render();
   try {
-    state.agents = await fetchAgents();
+    state.agents = await fetchAgents({ fresh });
   } catch (error) {
     console.warn('could not load the demo agents', error);
     state.listError = true;
@@ -375,7 +375,10 @@ async function startCall() {
         state.selected = null;
         setUrl({ agent: null });
         endAttempt();
-        await loadAgents();
+        await loadAgents({ fresh: true });
+        // The call panel is gone with the persona: give the keyboard a place in the list.
+        const first = ui.cards.querySelector('button');
+        if (first) first.focus();
         return;
       }
     } else {
@@ -455,7 +458,7 @@ ui.start.addEventListener('click', fireAndReport(startCall));
 ui.end.addEventListener('click', endOrCancel);
 ui.mute.addEventListener('click', toggleMute);
 ui.enableAudio.addEventListener('click', enableAudio);
-ui.listRetry.addEventListener('click', fireAndReport(loadAgents));
+ui.listRetry.addEventListener('click', fireAndReport(() => loadAgents({ fresh: true })));
 for (const button of document.querySelectorAll('[data-lang]')) {
   button.addEventListener('click', () => switchLanguage(button.dataset.lang));
 }

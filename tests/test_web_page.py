@@ -120,6 +120,7 @@ def test_cards_render_in_showcase_order(server, page: Page) -> None:
     expect(page.locator("#privacy-link")).to_have_attribute("href", PRIVACY_URL)
     screenshot(page, "persona-list.png")
     recorder.assert_clean()
+    recorder.assert_origins(origin(process.base_url))
     assert_nothing_stored(page)
 
 
@@ -242,7 +243,7 @@ def test_microphone_denied_explains_and_requests_no_token(
     browser = launch(playwright, fake_mic_ui=False)
     try:
         # No permission granted and no prompt to click: Chromium denies the microphone.
-        context = browser.new_context(locale="en-US")
+        context = browser.new_context(locale="en-US", permissions=[])
         page = context.new_page()
         recorder = Recorder().attach(page)
         page.goto(f"{process.base_url}/?agent={showcase_ids()[0]}")

@@ -103,6 +103,12 @@ export class CallSession {
       .on(RoomEvent.TrackUnsubscribed, (track) => {
         for (const element of track.detach()) element.remove();
       })
+      .on(RoomEvent.Reconnecting, () => {
+        if (this.connected && !this.finished) this.on.step('reconnecting');
+      })
+      .on(RoomEvent.Reconnected, () => {
+        if (this.connected && !this.finished) this.on.step(this.agent ? 'in_call' : 'waiting_agent');
+      })
       .on(RoomEvent.AudioPlaybackStatusChanged, () => {
         this.on.audioBlocked(!room.canPlaybackAudio);
       })

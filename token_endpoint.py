@@ -50,8 +50,8 @@ def refusal_error(refused: Refused) -> ApiError:
     if reason == "blocked":
         return ApiError(403, "blocked", text)
     if reason.is_capacity:
-        return ApiError(503, "capacity", text, headers)
-    return ApiError(429, "rate_limited", text, headers)
+        return ApiError(503, "capacity", text, headers, reason=reason.value)
+    return ApiError(429, "rate_limited", text, headers, reason=reason.value)
 
 
 def parse_json_body(headers: dict[bytes, bytes], body: bytes) -> Any:

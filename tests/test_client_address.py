@@ -114,6 +114,7 @@ async def test_forged_forwarded_for_from_untrusted_peer_changes_nothing(
         again = await peer.post("/api/token", json=AGENT, headers={"X-Forwarded-For": forged})
         assert again.status_code == 429, forged
         assert again.json()["error"] == "rate_limited"
+        assert again.json()["reason"] == "visitor_concurrent"
 
     # Same bucket, same pseudonym: nothing at all was keyed by a forged address.
     assert visitor_keys(redis_client, keys.VISITOR_ACTIVE) == {visitor}

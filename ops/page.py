@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse
 from ops import blocks, queries
 from ops.auth import bearer, ops_enabled, token_matches
 from ops.charts import bar_chart, gauge
-from ops.records import text
+from ops.records import SessionView, text
 from ops.runtime import OpsRuntime
 from policies import keys
 from sessions.redis_conn import REDIS_ERRORS
@@ -118,19 +118,24 @@ async def _active(runtime: OpsRuntime, now: float) -> list[dict[str, str]]:
         return []
     async with redis.pipeline(transaction=False) as pipe:
         for session_id in members:
-            pipe.hmget(
-                keys.session(session_id),
-                ["persona", "status", "issued_at", "started_at", "ua_family"],
-            )
+            pipe.hgetall(keys.session(session_id))
         rows = await pipe.execute()
-    names = ("persona", "status", "issued_at", "started_at", "ua_family")
-    return [
-        {
-            "session_id": sid,
-            **{n: text(v) if v is not None else "" for n, v in zip(names, row, strict=True)},
-        }
-        for sid, row in zip(members, rows, strict=True)
-    ]
+    active = []
+    for session_id, raw in zip(members, rows, strict=True):
+        view = SessionView({text(k): text(v) for k, v in raw.items()})
+        active.append(
+            {
+                "session_id": session_id,
+                "persona": view.persona,
+                # A token past its join window shows as never_joined before the sweeper
+                # has closed it.
+                "status": view.status(now, runtime.ctx.policies) if raw else "gone",
+                "issued_at": view.fields.get("issued_at", ""),
+                "started_at": view.fields.get("started_at", ""),
+                "ua_family": view.fields.get("ua_family", ""),
+            }
+        )
+    return active
 
 
 async def dashboard(runtime: OpsRuntime, token: str, notice: str | None = None) -> str:

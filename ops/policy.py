@@ -55,6 +55,7 @@ class AutomatedSignals(_Strict):
     short_sessions: Positive
     short_session_s: Positive
     bot_user_agent: bool
+    non_browser_user_agent: bool
 
 
 class ShowcaseRules(_Strict):

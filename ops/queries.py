@@ -181,6 +181,10 @@ def _is_bot_family(family: str) -> bool:
     return browser == "none" or rest.endswith("/bot")
 
 
+def _is_non_browser_family(family: str) -> bool:
+    return family.endswith("/other") and not _is_bot_family(family)
+
+
 async def refusals_by_visitor(ctx: OpsContext, days: list[int]) -> Counter[str]:
     counts: Counter[str] = Counter()
     wanted = {str(d) for d in days}
@@ -254,6 +258,11 @@ async def top(
                 (
                     "bot_user_agent",
                     signals.bot_user_agent and any(_is_bot_family(f) for f in families),
+                ),
+                (
+                    "non_browser_user_agent",
+                    signals.non_browser_user_agent
+                    and any(_is_non_browser_family(f) for f in families),
                 ),
             )
             if hit

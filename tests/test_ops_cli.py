@@ -164,11 +164,13 @@ def test_top_flags_automated_visitors(stack: Any) -> None:
     for _ in range(9):  # keeps asking while its call is open: 9 refusals
         assert request_token(server.base_url, "198.51.100.30").status_code == 429
     person = issued(request_token(server.base_url, "198.51.100.31"))
+    script = issued(request_token(server.base_url, "198.51.100.32", ua="python-requests/2.32.3"))
 
     rows = {row["visitor"]: row for row in ops_json(env, "top", "--by", "refusals")["visitors"]}
     flagged = rows[visitor_of(r, bot)]
     assert flagged["refusals"] == 9 and flagged["sessions"] == 1
     assert set(flagged["flags"]) == {"refusals", "bot_user_agent"} and flagged["automated"]
+    assert rows[visitor_of(r, script)]["flags"] == ["non_browser_user_agent"]
     calm = rows[visitor_of(r, person)]
     assert calm["flags"] == [] and not calm["automated"]
     assert set(calm) == {

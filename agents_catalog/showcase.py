@@ -10,6 +10,7 @@ shows everywhere within that delay, and a Redis outage serves the last copy read
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -93,7 +94,10 @@ class Showcase:
         self._ttl_s = ttl_s
         self._cache_s = cache_s
         self._clock = clock
-        self._cached: tuple[float, dict[str, Override]] | None = None
+        # (read at, overrides, catalogue with them applied): the token path asks for the
+        # catalogue on every request, so it is built once per read, not per request.
+        self._cached: tuple[float, dict[str, Override], Catalog] | None = None
+        self._lock = asyncio.Lock()
 
     async def _read(self) -> dict[str, Override]:
         raw = await self._redis.hgetall(keys.showcase())
@@ -110,22 +114,31 @@ class Showcase:
                 log.warning("ignoring unreadable showcase override", extra={"persona": persona_id})
         return overrides
 
+    async def _current(self) -> tuple[dict[str, Override], Catalog]:
+        cached = self._cached
+        if cached and self._clock() - cached[0] < self._cache_s:
+            return cached[1], cached[2]
+        if cached and self._lock.locked():
+            return cached[1], cached[2]  # another request is reading it: serve this copy
+        async with self._lock:
+            if self._cached is not cached and self._cached is not None:
+                return self._cached[1], self._cached[2]
+            try:
+                current = await self._read()
+            except REDIS_ERRORS as exc:
+                log.warning("showcase override unreadable", extra={"error": type(exc).__name__})
+                # Serve the last copy (or the files' defaults) rather than fail the
+                # catalogue, and keep serving it for cache_s before trying Redis again.
+                current = cached[1] if cached else {}
+            self._cached = (self._clock(), current, apply(self.base, current))
+            return self._cached[1], self._cached[2]
+
     async def overrides(self) -> dict[str, Override]:
-        now = self._clock()
-        if self._cached and now - self._cached[0] < self._cache_s:
-            return self._cached[1]
-        try:
-            current = await self._read()
-        except REDIS_ERRORS as exc:
-            log.warning("showcase override unreadable", extra={"error": type(exc).__name__})
-            # Serve the last copy (or the files' defaults) rather than fail the catalogue.
-            return self._cached[1] if self._cached else {}
-        self._cached = (now, current)
-        return current
+        return (await self._current())[0]
 
     async def catalog(self) -> Catalog:
         """The catalogue as sales want it shown now."""
-        return apply(self.base, await self.overrides())
+        return (await self._current())[1]
 
     def invalidate(self) -> None:
         self._cached = None

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from ops import commands
-from ops.auth import OpsHttpError, require_token
+from ops.auth import OpsHttpError, read_body, require_token
 from ops.runtime import OpsRuntime
 from sessions.redis_conn import REDIS_ERRORS
 
@@ -24,9 +24,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise OpsHttpError(415, "unsupported_media_type", "Send a JSON body (application/json).")
-    body = await request.body()
-    if len(body) > max_bytes:
-        raise OpsHttpError(413, "body_too_large", f"The body is limited to {max_bytes} bytes.")
+    body = await read_body(request, max_bytes)
     try:
         data = json.loads(body or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

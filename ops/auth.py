@@ -22,6 +22,20 @@ class OpsHttpError(Exception):
         self.headers = headers or {}
 
 
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refused as soon as it is known to exceed max_bytes (declared length or
+    while streaming): the webhook and the sign-in form read bodies before any check."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        raise OpsHttpError(413, "body_too_large", f"The body is limited to {max_bytes} bytes.")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise OpsHttpError(413, "body_too_large", f"The body is limited to {max_bytes} bytes.")
+    return body
+
+
 def token_matches(given: str, expected: str) -> bool:
     # compare_digest on bytes: constant time whatever the contents; an empty expected token
     # never matches (the caller turns ops off before getting here).

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from ops import blocks, queries
-from ops.auth import bearer, ops_enabled, token_matches
+from ops.auth import OpsHttpError, bearer, ops_enabled, read_body, token_matches
 from ops.charts import bar_chart, gauge
 from ops.records import SessionView, text
 from ops.runtime import OpsRuntime
@@ -264,8 +264,9 @@ def build_page(runtime: OpsRuntime) -> APIRouter:
     @router.post("/ops")
     async def page_post(request: Request) -> HTMLResponse:
         ops_enabled(expected)
-        body = await request.body()
-        if len(body) > MAX_FORM_BYTES:
+        try:
+            body = await read_body(request, MAX_FORM_BYTES)
+        except OpsHttpError:
             return respond(login_page("Request too large."), 413)
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         token = form.get("token", "")

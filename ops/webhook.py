@@ -26,7 +26,7 @@ from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
 
 from livekit_token import room_name
-from ops.auth import OpsHttpError
+from ops.auth import OpsHttpError, read_body
 from ops.reconcile import abandon
 from ops.runtime import OpsRuntime
 from sessions.redis_conn import REDIS_ERRORS
@@ -57,9 +57,7 @@ def build_webhook(runtime: OpsRuntime) -> APIRouter:
 
     @router.post("/livekit/webhook")
     async def livekit_webhook(request: Request) -> JSONResponse:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise OpsHttpError(413, "body_too_large", "Webhook body too large.")
+        body = await read_body(request, MAX_BODY)
         auth = request.headers.get("authorization", "")
         # LiveKit sends the bare JWT; accept a "Bearer " prefix from proxies that add one.
         token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else auth

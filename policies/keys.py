@@ -80,6 +80,5 @@ def pattern(kind: str, *parts: str) -> str:
     return ":".join((f"{PREFIX}{kind}", *parts, "*"))
 
 
-# Per-visitor keys that hold a pseudonym in their name (erasure deletes all of them).
-VISITOR_KINDS = (VISITOR_SESSIONS, VISITOR_ACTIVE, BLOCK)
+# Per-visitor counters, one key per hour or day bucket (erasure deletes all of them).
 VISITOR_BUCKET_KINDS = (VISITOR_HOUR, VISITOR_DAY, VISITOR_SECONDS, VISITOR_REFUSALS)

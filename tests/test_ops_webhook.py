@@ -216,3 +216,12 @@ def test_redis_down_answers_503_so_livekit_retries(stack: Any, own_redis: RedisS
         assert response.status_code == 503 and response.headers["retry-after"] == "5"
     finally:
         server.stop()
+
+
+def test_oversized_bodies_are_refused_before_reading_them(stack: Any) -> None:
+    server, _ = stack
+    big = b"{" + b" " * (64 * 1024) + b"}"
+    response = httpx.post(server.base_url + "/livekit/webhook", content=big, timeout=10)
+    assert response.status_code == 413 and response.json()["error"] == "body_too_large"
+    page = httpx.post(server.base_url + "/ops", content=b"token=" + b"x" * 5000, timeout=10)
+    assert page.status_code == 413 and "<script" not in page.text

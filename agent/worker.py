@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,8 @@ log = logging.getLogger("agent.worker")
 RECORD_FLUSH_TIMEOUT_S = 100.0
 # How long the job process is given to close the session and flush (must exceed the above).
 SHUTDOWN_PROCESS_TIMEOUT_S = 120.0
+# livekit-agents' switch for preloading its local inference models (see build_server).
+PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
 # How long a call may take to close after the job was told to shut down.
 CALL_CLOSE_WAIT_S = 15.0
 
@@ -196,6 +199,10 @@ def build_server(settings: Settings | None = None, *, check_keys: bool = True) -
     if check_keys:
         require_provider_keys(settings)
     _MAIN["data"] = load_worker_data(settings)
+    # The framework would preload its local end-of-turn model (~244 MB) and its own VAD in
+    # the forkserver for every job process; turns here are detected by the Silero VAD the
+    # prewarm loads, so neither is ever used. An explicit setting still wins.
+    os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")
     server = AgentServer(
         setup_fnc=prewarm,
         num_idle_processes=settings.agent_num_idle_processes,

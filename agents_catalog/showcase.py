@@ -98,6 +98,8 @@ class Showcase:
         # catalogue on every request, so it is built once per read, not per request.
         self._cached: tuple[float, dict[str, Override], Catalog] | None = None
         self._lock = asyncio.Lock()
+        # Called on every failed read (the token server counts it in its Redis error metric).
+        self.on_error: Callable[[], None] | None = None
 
     async def _read(self) -> dict[str, Override]:
         raw = await self._redis.hgetall(keys.showcase())
@@ -127,6 +129,8 @@ class Showcase:
                 current = await self._read()
             except REDIS_ERRORS as exc:
                 log.warning("showcase override unreadable", extra={"error": type(exc).__name__})
+                if self.on_error:
+                    self.on_error()
                 # Serve the last copy (or the files' defaults) rather than fail the
                 # catalogue, and keep serving it for cache_s before trying Redis again.
                 current = cached[1] if cached else {}

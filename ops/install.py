@@ -40,6 +40,7 @@ def install_ops(
         admission=admission,
     )
     runtime = OpsRuntime(ctx=ctx, metrics=Metrics(), defence=AutoDefence(ctx))
+    ctx.showcase.on_error = lambda: runtime.on_redis_error("showcase")
 
     @app.exception_handler(OpsHttpError)
     async def _ops_error(_: Request, exc: OpsHttpError) -> JSONResponse:

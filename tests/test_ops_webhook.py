@@ -214,6 +214,13 @@ def test_redis_down_answers_503_so_livekit_retries(stack: Any, own_redis: RedisS
         own_redis.stop()
         response = post_event(server.base_url, room_finished("abcdefgh1234"))
         assert response.status_code == 503 and response.headers["retry-after"] == "5"
+        # The catalogue is still served (from the files) and every failure is counted.
+        agents = httpx.get(server.base_url + "/api/agents", timeout=10)
+        assert agents.status_code == 200 and len(agents.json()["agents"]) == 4
+        metrics = httpx.get(server.base_url + "/metrics", headers=auth(), timeout=10)
+        assert metrics.status_code == 200
+        for operation in ("webhook", "showcase", "metrics"):
+            assert f'ocf_redis_errors_total{{operation="{operation}"}} 1.0' in metrics.text
     finally:
         server.stop()
 

@@ -44,6 +44,14 @@ def _field(body: dict[str, Any], name: str, kind: type, required: bool = True) -
     return value
 
 
+def _integer(value: str, name: str) -> int:
+    # Query parameters are parsed here, not by the framework, so a bad one gets the same
+    # {"error", "message"} answer as every other ops error.
+    if not value.isdigit() or len(value) > 6:
+        raise OpsHttpError(422, "invalid_request", f"{name} must be a whole number.")
+    return int(value)
+
+
 def build_api(runtime: OpsRuntime) -> APIRouter:
     ctx = runtime.ctx
     max_body = ctx.policies.limits.http.max_body_bytes
@@ -75,22 +83,25 @@ def build_api(runtime: OpsRuntime) -> APIRouter:
         status: str | None = None,
         reason: str | None = None,
         visitor: str | None = None,
-        limit: int = 50,
+        limit: str = "50",
     ) -> JSONResponse:
+        n = _integer(limit, "limit")
         return await run(
             lambda: commands.sessions(
                 ctx, since=since, persona=persona, status=status, reason=reason,
-                visitor=visitor, limit=limit,
+                visitor=visitor, limit=n,
             )
         )  # fmt: skip
 
     @router.get("/stats")
-    async def stats(by: str = "hour", count: int = 24) -> JSONResponse:
-        return await run(lambda: commands.stats(ctx, by=by, count=count))
+    async def stats(by: str = "hour", count: str = "24") -> JSONResponse:
+        n = _integer(count, "count")
+        return await run(lambda: commands.stats(ctx, by=by, count=n))
 
     @router.get("/top")
-    async def top(window: str = "24h", by: str = "sessions", limit: int = 20) -> JSONResponse:
-        return await run(lambda: commands.top(ctx, window=window, by=by, limit=limit))
+    async def top(window: str = "24h", by: str = "sessions", limit: str = "20") -> JSONResponse:
+        n = _integer(limit, "limit")
+        return await run(lambda: commands.top(ctx, window=window, by=by, limit=n))
 
     @router.get("/blocks")
     async def blocks() -> JSONResponse:

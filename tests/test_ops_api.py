@@ -143,6 +143,9 @@ def test_block_lookup_erase_over_http(stack: Any) -> None:
         ("GET", "/ops/sessions?status=weird", {}, 422),
         ("GET", "/ops/stats?by=week", {}, 422),
         ("GET", "/ops/top?window=0h", {}, 422),
+        ("GET", "/ops/top?limit=many", {}, 422),
+        ("GET", "/ops/sessions?limit=0", {}, 422),
+        ("GET", "/ops/stats?count=-1", {}, 422),
     ],
 )  # fmt: skip
 def test_bad_input_changes_nothing(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from livekit.agents import APIConnectOptions, llm
+from livekit.agents import APIConnectionError, APIConnectOptions, llm
 from livekit.agents.llm import ChatChunk, ChoiceDelta, CompletionUsage, FunctionToolCall
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
@@ -43,6 +43,7 @@ class Step:
 
     text: str = ""
     tools: tuple[Tool, ...] = ()
+    fail: bool = False  # the provider fails (connection refused) instead of answering
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,8 @@ class _ScriptedStream(llm.LLMStream):
         if reply is None:
             scripted.errors.append(f"no scripted step for {user_text!r} at step {step}")
             reply = Step(text="(no script)")
+        if reply.fail:
+            raise APIConnectionError("scripted provider failure")
         request_id = f"req-{uuid.uuid4().hex[:8]}"
         completion = 0
         for word in reply.text.split(" ") if reply.text else []:

@@ -109,3 +109,16 @@ async def test_first_reason_wins():
         assert parts.call.end_reason == "end_call"
     finally:
         await parts.session.aclose()
+
+
+async def test_a_dead_llm_ends_the_call_with_an_apology():
+    turns = [Turn("question", (Step(fail=True),))]
+    parts, _ = await start_call("agence-immo-fr", turns, timings=RELAXED)
+    try:
+        parts.session.generate_reply(user_input="Une question")
+        await finished(parts)
+        assert parts.call.end_reason == "error"
+        assert said(parts)[-1] == PHRASES["fr"].error_goodbye
+        assert parts.call.record["end_reason"] == "error"
+    finally:
+        await parts.session.aclose()

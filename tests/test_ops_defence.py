@@ -15,7 +15,7 @@ import yaml
 from policies import keys
 from tests.ops_support import auth, ops_env, ops_json, request_token
 from tests.support import ROOT, RedisServer, ServerProcess, write_policies
-from tests.token_support import session_record
+from tests.token_support import away_from_bucket_edge, session_record
 
 THRESHOLD = 4
 BLOCK_HOURS = 2
@@ -40,6 +40,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ...]]
 def test_visitor_tripping_limits_is_blocked_automatically(stack: Any) -> None:
     server, redis_server, env = stack
     r = redis_server.client()
+    away_from_bucket_edge(r, 86_400, margin_s=20)  # refusals are counted per UTC day
     first = request_token(server.base_url, "192.0.2.77")
     visitor = session_record(r, first.json()["session_id"])["visitor"]
     codes = [request_token(server.base_url, "192.0.2.77").status_code for _ in range(THRESHOLD)]

@@ -69,7 +69,7 @@ class CallerMicrophone(AudioInput):
     # -- what the caller says -------------------------------------------------------------
     def say(self, text: str, language: str) -> Spoken:
         """Queue a sentence; it starts right after what is already queued."""
-        samples = trim_silence(speech(text, language, self.sample_rate))
+        samples = trim_silence(speech(text, language, self.sample_rate, flowing=True))
         item = Spoken(text=text, samples=samples)
         self._queue.append(item)
         self.spoken.append(item)
@@ -151,12 +151,20 @@ class Segment:
     flushed_wall: float | None = None
     finished_wall: float | None = None
     cleared_wall: float | None = None
+    paused_walls: list[float] = field(default_factory=list)
     interrupted: bool = False
     playback_position: float = 0.0
 
     @property
     def duration_s(self) -> float:
         return sum(d for _, d in self.frames)
+
+    @property
+    def stopped_wall(self) -> float | None:
+        """When the caller stopped hearing it early: paused (RoomIO pauses on a possible
+        interruption) or cleared, whichever came first."""
+        times = [*self.paused_walls, *([self.cleared_wall] if self.cleared_wall else [])]
+        return min(times) if times else None
 
     def samples(self) -> np.ndarray:
         return np.frombuffer(bytes(self.audio), dtype=np.int16)
@@ -216,6 +224,8 @@ class CallerSpeaker(AudioOutput):
         super().pause()
         if self._paused_at is None:
             self._paused_at = time.monotonic()
+            if self._segment is not None:
+                self._segment.paused_walls.append(self._paused_at)
             if self._finish_timer is not None:
                 self._finish_timer.cancel()
                 self._finish_timer = None
@@ -288,6 +298,13 @@ class CallerSpeaker(AudioOutput):
                 await asyncio.wait_for(self.new_segment.wait(), remaining)
             except TimeoutError:
                 continue
+
+    def describe(self, since: float = 0.0) -> str:
+        return "; ".join(
+            f"segment {s.index} at {s.first_frame_wall - since:.2f}s {s.duration_s:.2f}s"
+            + (" interrupted" if s.interrupted else "")
+            for s in self.segments
+        )
 
     async def wait_until_quiet(self, timeout: float) -> None:
         """Until the current segment has finished playing (or was cut)."""

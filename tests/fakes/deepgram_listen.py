@@ -38,7 +38,7 @@ class ListenSettings:
     # the final before it knows the speech is over.
     end_silence_s: float = 0.1
     # Loudness (RMS of int16 samples) above which a 10 ms frame counts as speech.
-    energy_threshold: float = 300.0
+    energy_threshold: float = 150.0
     # Voiced audio needed before speech is declared started (ignores clicks).
     min_speech_s: float = 0.05
     # Interim results, in audio seconds, while someone speaks.

@@ -50,6 +50,8 @@ class SpeechSettings:
     chunk_s: float = 0.1  # audio per streamed chunk
     realtime_factor: float = 0.0  # chunks sent this many times faster than real time; 0: burst
     language: str = "en"  # espeak-ng voice used for every request
+    # espeak-ng's speaking rate at speed 1.0; tests raise it so agent turns play quicker
+    words_per_minute: int = 165
 
 
 @dataclass
@@ -168,7 +170,9 @@ class OpenAISpeechFake:
         record = SpeechRequest(body=body, authorization=auth, received_wall=received)
         self.requests.append(record)
         language = self.settings.language
-        samples = await speech_async(body["input"], language, SAMPLE_RATE, int(165 * speed))
+        samples = await speech_async(
+            body["input"], language, SAMPLE_RATE, int(self.settings.words_per_minute * speed)
+        )
         record.audio_seconds = samples.size / SAMPLE_RATE
         key = (body["input"], language, response_format, speed)
         if key not in self._encoded:

@@ -20,10 +20,11 @@ from livekit import rtc
 
 # espeak-ng voices for the personas' languages.
 ESPEAK_VOICES = {"fr": "fr", "en": "en"}
-# espeak-ng renders a comma as a ~150 ms pause; a real caller barely pauses there, and
-# Deepgram's endpointing would cut the sentence in two at such a pause, so the spoken
-# text drops commas (the transcript the fake returns keeps them).
-_PAUSE_MARKS = str.maketrans({",": " ", ";": " ", ":": " "})
+# espeak-ng pauses 150-400 ms at punctuation. A caller's line is said in one breath (the
+# fake Deepgram gives one transcript per stretch of speech, as Deepgram's endpointing
+# would cut at such a pause), so `flowing` speech drops the marks; the transcript the
+# fake returns keeps them.
+_PAUSE_MARKS = str.maketrans(dict.fromkeys(",;:.!?", " "))
 
 _cache_lock = threading.Lock()
 
@@ -39,11 +40,11 @@ def _espeak_binary() -> str:
     return binary
 
 
-def _espeak_command(text: str, language: str, words_per_minute: int) -> list[str]:
+def _espeak_command(text: str, language: str, words_per_minute: int, flowing: bool) -> list[str]:
     voice = ESPEAK_VOICES.get(language)
     if voice is None:
         raise SpeechSynthesisError(f"no espeak-ng voice for language {language!r}")
-    spoken = " ".join(text.translate(_PAUSE_MARKS).split())
+    spoken = " ".join((text.translate(_PAUSE_MARKS) if flowing else text).split())
     return [_espeak_binary(), "-v", voice, "-s", str(words_per_minute), "--stdout", spoken]
 
 
@@ -76,9 +77,12 @@ def resample(samples: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _speech_cached(text: str, language: str, sample_rate: int, wpm: int) -> bytes:
+def _speech_cached(text: str, language: str, sample_rate: int, wpm: int, flowing: bool) -> bytes:
     result = subprocess.run(
-        _espeak_command(text, language, wpm), capture_output=True, check=False, timeout=30
+        _espeak_command(text, language, wpm, flowing),
+        capture_output=True,
+        check=False,
+        timeout=30,
     )
     if result.returncode != 0 or not result.stdout:
         raise SpeechSynthesisError(f"espeak-ng failed: {result.stderr.decode(errors='replace')}")
@@ -86,10 +90,18 @@ def _speech_cached(text: str, language: str, sample_rate: int, wpm: int) -> byte
     return resample(samples, rate, sample_rate).tobytes()
 
 
-def speech(text: str, language: str, sample_rate: int, words_per_minute: int = 165) -> np.ndarray:
-    """`text` spoken in `language` as int16 mono samples at `sample_rate` (cached)."""
+def speech(
+    text: str,
+    language: str,
+    sample_rate: int,
+    words_per_minute: int = 165,
+    *,
+    flowing: bool = False,
+) -> np.ndarray:
+    """`text` spoken in `language` as int16 mono samples at `sample_rate` (cached);
+    `flowing`: without the pauses at punctuation."""
     with _cache_lock:
-        data = _speech_cached(text, language, sample_rate, words_per_minute)
+        data = _speech_cached(text, language, sample_rate, words_per_minute, flowing)
     return np.frombuffer(data, dtype=np.int16)
 
 

@@ -187,6 +187,9 @@ async def entrypoint(ctx: JobContext) -> None:
             room=ctx.room,
             # Nothing of the call is recorded or uploaded (audio, transcript, traces).
             record=False,
+            # No RemoteSession: by default any room participant (the visitor can publish
+            # data) could read the instructions and chat history and drive the LLM by text.
+            session_host=False,
             room_options=RoomOptions(close_on_disconnect=True, video_input=False),
         )
     except Exception:

@@ -190,7 +190,9 @@ async def entrypoint(ctx: JobContext) -> None:
             # No RemoteSession: by default any room participant (the visitor can publish
             # data) could read the instructions and chat history and drive the LLM by text.
             session_host=False,
-            room_options=RoomOptions(close_on_disconnect=True, video_input=False),
+            # Voice only: the page never types (it only shows the transcription), and a
+            # text input would let a script drive the LLM without speaking.
+            room_options=RoomOptions(close_on_disconnect=True, video_input=False, text_input=False),
         )
     except Exception:
         log.exception("call could not start", extra={"session_id": spec.session_id})

@@ -61,6 +61,10 @@ async def test_entrypoint_runs_a_call_with_the_real_plugins(redis_url, redis_cli
                 # No remote session host: a visitor could otherwise read the prompt and
                 # drive the LLM over the room's data channel.
                 assert session._session_host is None
+                assert session._room_io is not None
+                room_options = session._room_io._options
+                assert room_options.text_input is False and room_options.video_input is False
+                assert room_options.close_on_disconnect is True
                 record = await record_of(redis_client, SESSION_ID, "ended")
                 await session.aclose()
 

@@ -33,7 +33,8 @@ class _Strict(BaseModel):
 class GuardTimings(_Strict):
     """When the guards act. Injectable: tests and benchmarks pass shorter ones."""
 
-    max_duration_warning_s: Annotated[float, Field(ge=0, le=300)]
+    # At most a minute: the spoken warning says "less than a minute" (0 switches it off).
+    max_duration_warning_s: Annotated[float, Field(ge=0, le=60)]
     user_away_timeout_s: Annotated[float, Field(gt=0, le=600)]
     hangup_grace_s: Annotated[float, Field(gt=0, le=120)]
 

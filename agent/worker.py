@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, JobRequest
 from livekit.agents.voice.room_io import RoomOptions
@@ -222,7 +221,3 @@ def build_server(settings: Settings | None = None, *, check_keys: bool = True) -
     server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)
     return server
 
-
-def describe(server: AgentServer) -> dict[str, Any]:
-    """What the worker registers as (for logs)."""
-    return {"agent_name": server._agent_name}

@@ -220,4 +220,3 @@ def build_server(settings: Settings | None = None, *, check_keys: bool = True) -
     )
     server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)
     return server
-

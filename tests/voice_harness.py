@@ -32,7 +32,9 @@ from sessions.redis_conn import connect
 from sessions.store import SessionStore
 from settings import Settings
 from tests.fakes.audio_io import CallerMicrophone, CallerSpeaker, Spoken
-from tests.fakes.server import VendorFakes
+from tests.fakes.server import RemoteFakes, VendorFakes
+
+Fakes = VendorFakes | RemoteFakes
 
 CATALOG = load_catalog()
 POLICIES = load_policies()
@@ -54,7 +56,7 @@ def tomorrow() -> str:
     return (agency_today() + timedelta(days=1)).isoformat()
 
 
-def provider_settings(fakes: VendorFakes, redis_url: str | None = None) -> Settings:
+def provider_settings(fakes: Fakes, redis_url: str | None = None) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         openai_api_key="sk-local-fake-key",
@@ -149,7 +151,7 @@ async def admit_session(redis: Redis, persona_id: str, session_id: str, max_s: i
 
 
 async def start_voice_call(
-    fakes: VendorFakes,
+    fakes: Fakes,
     persona_id: str,
     *,
     redis_url: str | None = None,
@@ -165,7 +167,8 @@ async def start_voice_call(
                    issued_at=time.time())  # fmt: skip
     conversation = conversation_with(turns)
     settings = provider_settings(fakes, redis_url)
-    fakes.speech.settings.language = persona.language
+    if isinstance(fakes, VendorFakes):  # a spawned fake server is configured up front
+        fakes.speech.settings.language = persona.language
 
     redis = recorder = outbox = None
     if redis_url is not None:

@@ -138,7 +138,7 @@ def _error(
     )
 
 
-def _tokens(text: str) -> list[str]:
+def token_pieces(text: str) -> list[str]:
     # word-sized pieces with their leading space, like a BPE stream looks from outside
     return re.findall(r"\s*\S+", text) or ([text] if text else [])
 
@@ -243,12 +243,12 @@ class OpenAIChatFake:
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
         if isinstance(reply, Say):
             message["content"] = reply.text
-            finish, count = "stop", len(_tokens(reply.text))
+            finish, count = "stop", len(token_pieces(reply.text))
         else:
             message["content"] = reply.say_first or None
             message["tool_calls"] = [self._tool_call(reply)]
             finish = "tool_calls"
-            count = len(_tokens(reply.say_first)) + len(json.dumps(reply.arguments)) // 4
+            count = len(token_pieces(reply.say_first)) + len(json.dumps(reply.arguments)) // 4
         return web.json_response(
             {
                 "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -310,7 +310,7 @@ class OpenAIChatFake:
         await asyncio.sleep(self.settings.time_to_first_token_s)
         record.first_token_wall = time.monotonic()
         text = reply.text if isinstance(reply, Say) else reply.say_first
-        pieces = _tokens(text)
+        pieces = token_pieces(text)
         await send({"role": "assistant", "content": "", "refusal": None})
         for piece in pieces:
             await send({"content": piece})

@@ -14,13 +14,16 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from tests.fakes.deepgram_listen import DeepgramListenFake, ListenSettings, TranscriptScript
@@ -49,7 +52,33 @@ class VendorFakes:
         app.router.add_post("/v1/chat/completions", self.chat.handle)
         app.router.add_post("/v1/audio/speech", self.speech.handle)
         app.router.add_get("/v1/listen", self.listen.handle)
+        # not a vendor route: lets a benchmark read back the delays actually served
+        app.router.add_get("/fake/served", self.served)
         return app
+
+    def served_delays(self) -> dict[str, list[float]]:
+        """Per request, the delay each fake actually served (seconds)."""
+        return {
+            "stt_final_after_speech_end": [
+                u.final_sent_wall - u.end_wall
+                for c in self.listen.connections
+                for u in c.utterances
+                if u.final_sent_wall is not None and u.end_wall is not None
+            ],
+            "llm_first_token": [
+                r.first_token_wall - r.received_wall
+                for r in self.chat.requests
+                if r.first_token_wall is not None
+            ],
+            "tts_first_byte": [
+                r.first_byte_wall - r.received_wall
+                for r in self.speech.requests
+                if r.first_byte_wall is not None
+            ],
+        }
+
+    async def served(self, request: web.Request) -> web.Response:
+        return web.json_response(self.served_delays())
 
     async def start(self) -> VendorFakes:
         # no access log: request lines would be noise, and bodies are never logged
@@ -112,6 +141,51 @@ async def running_vendor_fakes(
 
 
 # -- separate-process mode --------------------------------------------------------------
+
+
+@dataclass
+class RemoteFakes:
+    """The fakes served by their own process (`spawn_vendor_fakes`)."""
+
+    port: int
+    host: str = "127.0.0.1"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def deepgram_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/v1/listen"
+
+    async def served_delays(self) -> dict[str, list[float]]:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://{self.host}:{self.port}/fake/served") as res:
+                data: dict[str, list[float]] = await res.json()
+                return data
+
+
+@contextlib.asynccontextmanager
+async def spawn_vendor_fakes(config: dict[str, Any]) -> AsyncIterator[RemoteFakes]:
+    """The fakes in a child process, so their CPU is not charged to what is measured."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(config, handle)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.fakes.server", "--config", handle.name,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        if not line.startswith(b"ready "):
+            raise RuntimeError(f"fake vendor server did not start: {line!r}")
+        yield RemoteFakes(port=int(line.split()[1]))
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+        os.unlink(handle.name)
 
 
 def _reply(spec: dict[str, Any]) -> Say | CallTool:

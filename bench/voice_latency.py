@@ -1,0 +1,254 @@
+"""Voice latency: from the end of the caller's speech to the agent's first audio frame.
+
+A spoken call to a persona, assembled by the worker's own code with the real Deepgram and
+OpenAI plugins, against the local vendor fakes running in their own process at
+vendor-like delays (Deepgram final 150 ms after speech ends, LLM first token 400 ms,
+TTS first byte 200 ms by default). The caller (espeak-ng speech, real time, 20 ms frames)
+says a line, the agent answers; for every turn the silence is measured from the last
+voiced sample of the caller's line to the first agent frame reaching the output.
+
+    overhead = measured - ideal
+
+`ideal` is what a framework costing nothing would achieve with the same settings and
+vendor delays: the turn can close once the VAD has heard its silence, the endpointing
+delay has passed and Deepgram's final is in; the LLM starts at the final (preemptive
+generation) or at the turn's close; its first sentence is streamed; then TTS's first byte.
+Several turn settings are compared side by side in one run, interleaved in rounds so a
+noisy machine hits them all alike.
+
+    .venv/bin/python bench/voice_latency.py [--turns 10] [--rounds 2] [--configs default,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent.conversation import TurnSettings, default_conversation  # noqa: E402
+from tests.fakes.openai_chat import token_pieces  # noqa: E402
+from tests.fakes.server import RemoteFakes, spawn_vendor_fakes  # noqa: E402
+from tests.voice_harness import shared_vad, start_voice_call  # noqa: E402
+
+PERSONA = "realty-desk-en"
+CALLER_LINES = [
+    "Do you have a two bedroom flat for sale in the Chartrons?",
+    "What time are you open on Saturday?",
+    "I would like to visit it tomorrow morning if possible.",
+    "Is there a garden with the house in Le Bouscat?",
+]
+REPLY = "Certainly, I can help you with that right away."
+
+# Turn settings compared, as changes to agent/conversation.yaml's `turns`.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "no-preemptive": {"preemptive_generation": False},
+    "tts-mp3": {"tts_response_format": "mp3"},
+    "endpointing-0.3": {"min_endpointing_delay_s": 0.3},
+    "endpointing-0.8": {"min_endpointing_delay_s": 0.8},
+    "stt-turns": {"turn_detection": "stt"},
+}
+
+
+@dataclass
+class Delays:
+    stt_final_s: float
+    llm_first_token_s: float
+    llm_tokens_per_s: float
+    tts_first_byte_s: float
+
+    @property
+    def first_sentence_s(self) -> float:
+        # the reply is one sentence: TTS gets it once its last token has streamed
+        return (len(token_pieces(REPLY)) - 1) / self.llm_tokens_per_s
+
+    def fake_config(self) -> dict[str, Any]:
+        return {
+            "fallback": {"say": REPLY},
+            "transcripts": CALLER_LINES,
+            "cycle": True,
+            "chat": {
+                "time_to_first_token_s": self.llm_first_token_s,
+                "tokens_per_second": self.llm_tokens_per_s,
+            },
+            "speech": {
+                "time_to_first_byte_s": self.tts_first_byte_s,
+                "language": "en",
+                # vendors stream TTS faster than real time; the agent plays it in real time
+                "realtime_factor": 4,
+                "words_per_minute": 260,
+            },
+            "listen": {
+                "final_delay_s": self.stt_final_s,
+                "end_silence_s": min(0.1, self.stt_final_s),
+            },
+        }
+
+
+def ideal_latency(turns: TurnSettings, delays: Delays, vad_silence_s: float) -> float:
+    """Speech end -> first agent frame with zero framework cost (see the module doc)."""
+    if turns.turn_detection == "vad":
+        closes = max(vad_silence_s, turns.min_endpointing_delay_s, delays.stt_final_s)
+    else:
+        closes = max(delays.stt_final_s, turns.min_endpointing_delay_s)
+    llm_starts = delays.stt_final_s if turns.preemptive_generation else closes
+    sentence_ready = llm_starts + delays.llm_first_token_s + delays.first_sentence_s
+    return max(closes, sentence_ready) + delays.tts_first_byte_s
+
+
+@dataclass
+class Result:
+    name: str
+    turns: TurnSettings
+    ideal_s: float
+    latencies: list[float] = field(default_factory=list)
+    # speech end -> the VAD's end of speech, -> the user turn committed (where time goes)
+    vad_ends: list[float] = field(default_factory=list)
+    commits: list[float] = field(default_factory=list)
+    missed: int = 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+async def run_turns(fakes: RemoteFakes, result: Result, count: int, offset: int) -> None:
+    call = await start_voice_call(fakes, PERSONA, turns=result.turns)
+    vad_ends: list[float] = []
+    commits: list[float] = []
+    session = call.parts.session
+    session.on(
+        "user_state_changed",
+        lambda ev: vad_ends.append(time.monotonic()) if ev.new_state == "listening" else None,
+    )
+    session.on(
+        "conversation_item_added",
+        lambda ev: (
+            commits.append(time.monotonic()) if getattr(ev.item, "role", None) == "user" else None
+        ),
+    )
+
+    def first_after(times: list[float], wall: float) -> float | None:
+        return next((t - wall for t in times if t >= wall), None)
+
+    try:
+        await call.speaker.wait_for_segment_after(call.started_wall, 10)
+        await call.speaker.wait_until_quiet(20)
+        for i in range(count):
+            spoken = call.say(CALLER_LINES[(offset + i) % len(CALLER_LINES)])
+            await spoken.done.wait()
+            assert spoken.speech_end_wall is not None
+            try:
+                segment = await call.speaker.wait_for_segment_after(spoken.speech_end_wall, 10)
+            except TimeoutError:
+                result.missed += 1
+                continue
+            result.latencies.append(segment.first_frame_wall - spoken.speech_end_wall)
+            vad_end = first_after(vad_ends, spoken.speech_end_wall)
+            commit = first_after(commits, spoken.speech_end_wall)
+            if vad_end is not None and commit is not None:
+                result.vad_ends.append(vad_end)
+                result.commits.append(commit)
+            await call.speaker.wait_until_quiet(20)
+            await asyncio.sleep(0.6)  # the caller takes a breath before the next line
+    finally:
+        await call.close()
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stt-final-ms", type=float, default=150)
+    parser.add_argument("--llm-first-token-ms", type=float, default=400)
+    parser.add_argument("--llm-tokens-per-s", type=float, default=60)
+    parser.add_argument("--tts-first-byte-ms", type=float, default=200)
+    parser.add_argument("--turns", type=int, default=10, help="turns per configuration")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+
+    delays = Delays(
+        stt_final_s=args.stt_final_ms / 1000,
+        llm_first_token_s=args.llm_first_token_ms / 1000,
+        llm_tokens_per_s=args.llm_tokens_per_s,
+        tts_first_byte_s=args.tts_first_byte_ms / 1000,
+    )
+    base = default_conversation().turns
+    vad_silence_s = float(shared_vad()._opts.min_silence_duration)  # type: ignore[attr-defined]
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configs {unknown}; known: {', '.join(CONFIGS)}")
+    results = {name: Result(name, base.model_copy(update=CONFIGS[name]), 0.0) for name in names}
+    for result in results.values():
+        result.ideal_s = ideal_latency(result.turns, delays, vad_silence_s)
+
+    per_round = max(1, args.turns // args.rounds)
+    started = time.monotonic()
+    async with spawn_vendor_fakes(delays.fake_config()) as fakes:
+        for round_index in range(args.rounds):
+            for result in results.values():
+                await run_turns(fakes, result, per_round, round_index * per_round)
+        served = await fakes.served_delays()
+
+    print(
+        f"vendor delays configured: STT final {ms(delays.stt_final_s)} ms after speech end, "
+        f"LLM first token {ms(delays.llm_first_token_s)} ms "
+        f"(+{ms(delays.first_sentence_s)} ms to stream the first sentence at "
+        f"{delays.llm_tokens_per_s:g} tokens/s), TTS first byte {ms(delays.tts_first_byte_s)} ms"
+    )
+    print(
+        "vendor delays served (median): "
+        + ", ".join(f"{k} {ms(statistics.median(v))} ms" for k, v in served.items() if v)
+    )
+    print(
+        f"VAD silence before end of speech: {ms(vad_silence_s)} ms; "
+        f"{args.turns} turns per configuration in {args.rounds} interleaved rounds, "
+        f"{time.monotonic() - started:.0f} s"
+    )
+    print()
+    header = (
+        "| configuration | turn detection | min endpointing | preemptive | TTS format | turns "
+        "| median | p95 | ideal | overhead median | overhead p95 | VAD end | turn closed |"
+    )
+    print(header)
+    print("|" + "---|" * 13)
+    for result in results.values():
+        t = result.turns
+        lat = result.latencies
+        over = [x - result.ideal_s for x in lat]
+        print(
+            f"| {result.name} | {t.turn_detection} | {ms(t.min_endpointing_delay_s)} ms "
+            f"| {'on' if t.preemptive_generation else 'off'} | {t.tts_response_format} "
+            f"| {len(lat)}{f' ({result.missed} missed)' if result.missed else ''} "
+            f"| {ms(statistics.median(lat))} ms | {ms(percentile(lat, 95))} ms "
+            f"| {ms(result.ideal_s)} ms | {ms(statistics.median(over))} ms "
+            f"| {ms(percentile(over, 95))} ms | {ms(statistics.median(result.vad_ends))} ms "
+            f"| {ms(statistics.median(result.commits))} ms |"
+        )
+    print()
+    if "default" in results and results["default"].latencies:
+        default = results["default"]
+        over = [x - default.ideal_s for x in default.latencies]
+        print(f"overhead p95: {ms(percentile(over, 95))} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -216,8 +216,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The catalogue as sales' showcase override has it now (ops/, no restart needed).
         catalog = await ops.catalog()
         return [
-            p.public_card(policies.session_duration_s(p.max_duration_s))
-            for p in catalog.showcase()
+            p.public_card(policies.session_duration_s(p.max_duration_s)) for p in catalog.showcase()
         ]
 
     @app.get("/api/agents")

@@ -56,7 +56,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "endpointing-0.3": {"min_endpointing_delay_s": 0.3},
     "endpointing-0.8": {"min_endpointing_delay_s": 0.8},
     "stt-turns": {"turn_detection": "stt"},
+    # RoomIO's default input framing (50 ms) instead of the 20 ms frames used elsewhere
+    "input-50ms": {"input_frame_ms": 50},
 }
+# Not a turn setting: the size of the audio frames the agent reads (RoomIO's
+# AudioInputOptions.frame_size_ms in the worker; the caller's microphone here).
+DEFAULT_INPUT_FRAME_MS = 20
 
 
 @dataclass
@@ -110,6 +115,7 @@ class Result:
     name: str
     turns: TurnSettings
     ideal_s: float
+    input_frame_ms: int = DEFAULT_INPUT_FRAME_MS
     latencies: list[float] = field(default_factory=list)
     # speech end -> the VAD's end of speech, -> the user turn committed (where time goes)
     vad_ends: list[float] = field(default_factory=list)
@@ -126,7 +132,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_turns(fakes: RemoteFakes, result: Result, count: int, offset: int) -> None:
-    call = await start_voice_call(fakes, PERSONA, turns=result.turns)
+    call = await start_voice_call(
+        fakes, PERSONA, turns=result.turns, frame_ms=result.input_frame_ms
+    )
     vad_ends: list[float] = []
     commits: list[float] = []
     session = call.parts.session
@@ -196,7 +204,11 @@ async def main() -> None:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         parser.error(f"unknown configs {unknown}; known: {', '.join(CONFIGS)}")
-    results = {name: Result(name, base.model_copy(update=CONFIGS[name]), 0.0) for name in names}
+    results = {}
+    for name in names:
+        changes = dict(CONFIGS[name])
+        frame_ms = int(changes.pop("input_frame_ms", DEFAULT_INPUT_FRAME_MS))
+        results[name] = Result(name, base.model_copy(update=changes), 0.0, frame_ms)
     for result in results.values():
         result.ideal_s = ideal_latency(result.turns, delays, vad_silence_s)
 
@@ -225,17 +237,19 @@ async def main() -> None:
     )
     print()
     header = (
-        "| configuration | turn detection | min endpointing | preemptive | TTS format | turns "
+        "| configuration | input frames | turn detection | min endpointing | preemptive "
+        "| TTS format | turns "
         "| median | p95 | ideal | overhead median | overhead p95 | VAD end | turn closed |"
     )
     print(header)
-    print("|" + "---|" * 13)
+    print("|" + "---|" * 14)
     for result in results.values():
         t = result.turns
         lat = result.latencies
         over = [x - result.ideal_s for x in lat]
         print(
-            f"| {result.name} | {t.turn_detection} | {ms(t.min_endpointing_delay_s)} ms "
+            f"| {result.name} | {result.input_frame_ms} ms | {t.turn_detection} "
+            f"| {ms(t.min_endpointing_delay_s)} ms "
             f"| {'on' if t.preemptive_generation else 'off'} | {t.tts_response_format} "
             f"| {len(lat)}{f' ({result.missed} missed)' if result.missed else ''} "
             f"| {ms(statistics.median(lat))} ms | {ms(percentile(lat, 95))} ms "

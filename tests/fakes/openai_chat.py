@@ -312,10 +312,10 @@ class OpenAIChatFake:
         text = reply.text if isinstance(reply, Say) else reply.say_first
         pieces = token_pieces(text)
         await send({"role": "assistant", "content": "", "refusal": None})
-        for piece in pieces:
-            await send({"content": piece})
-            if gap:
+        for index, piece in enumerate(pieces):
+            if index and gap:  # tokens are spaced; nothing waits after the last one
                 await asyncio.sleep(gap)
+            await send({"content": piece})
         count = len(pieces)
         if isinstance(reply, CallTool):
             call = self._tool_call(reply)
@@ -333,10 +333,10 @@ class OpenAIChatFake:
                 }
             )
             for fragment in _fragments(arguments):
-                await send({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
-                count += 1
                 if gap:
                     await asyncio.sleep(gap)
+                await send({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
+                count += 1
             await send({}, "tool_calls")
         else:
             await send({}, "stop")

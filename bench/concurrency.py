@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.voice_latency import (  # noqa: E402
     CALLER_LINES,
+    DEFAULT_INPUT_FRAME_MS,
     PERSONA,
     Delays,
     ideal_latency,
@@ -79,7 +80,8 @@ async def child_main(port: int, mode: str, turns: int, listen_s: float, seed: in
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
     rng = random.Random(seed)
     await asyncio.sleep(rng.uniform(0, 2.0))  # calls do not start in lockstep
-    call = await start_voice_call(RemoteFakes(port), PERSONA)
+    # input frames as the worker's RoomIO delivers them (its default, 50 ms)
+    call = await start_voice_call(RemoteFakes(port), PERSONA, frame_ms=DEFAULT_INPUT_FRAME_MS)
     latencies: list[float] = []
     try:
         await call.speaker.wait_for_segment_after(call.started_wall, 15)

@@ -3,9 +3,10 @@
 A spoken call to a persona, assembled by the worker's own code with the real Deepgram and
 OpenAI plugins, against the local vendor fakes running in their own process at
 vendor-like delays (Deepgram final 150 ms after speech ends, LLM first token 400 ms,
-TTS first byte 200 ms by default). The caller (espeak-ng speech, real time, 20 ms frames)
-says a line, the agent answers; for every turn the silence is measured from the last
-voiced sample of the caller's line to the first agent frame reaching the output.
+TTS first byte 200 ms by default). The caller (espeak-ng speech, real time, in 50 ms
+frames as RoomIO delivers them) says a line, the agent answers; for every turn the
+silence is measured from the last voiced sample of the caller's line to the first agent
+frame reaching the output.
 
     overhead = measured - ideal
 
@@ -56,12 +57,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "endpointing-0.3": {"min_endpointing_delay_s": 0.3},
     "endpointing-0.8": {"min_endpointing_delay_s": 0.8},
     "stt-turns": {"turn_detection": "stt"},
-    # RoomIO's default input framing (50 ms) instead of the 20 ms frames used elsewhere
-    "input-50ms": {"input_frame_ms": 50},
+    # 20 ms input frames instead of RoomIO's default 50 ms
+    "input-20ms": {"input_frame_ms": 20},
 }
-# Not a turn setting: the size of the audio frames the agent reads (RoomIO's
-# AudioInputOptions.frame_size_ms in the worker; the caller's microphone here).
-DEFAULT_INPUT_FRAME_MS = 20
+# Not a turn setting: the size of the audio frames the agent reads. The worker's RoomIO
+# uses its default, AudioInputOptions.frame_size_ms = 50; the caller's microphone here
+# delivers the same.
+DEFAULT_INPUT_FRAME_MS = 50
 
 
 @dataclass

@@ -263,7 +263,9 @@ class TokenEndpoint:
             raise refusal_error(decision)
         if services.ops:
             services.ops.on_issued(persona.id)
-        log.info(
+        # DEBUG like refusals: the session record (Redis) and the issued-tokens metric are
+        # the durable account of every token; a line each would double the hot path's cost.
+        log.debug(
             "token issued",
             extra={"session_id": session_id, "persona": persona.id, "visitor": visitor},
         )

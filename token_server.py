@@ -7,6 +7,7 @@ See DESIGN (docs/DESIGN.md) for the contracts; every refusal is JSON
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -182,6 +183,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Everything loaded so far (catalogue, policies, framework) lives as long as the
+        # process: keep it out of the garbage collector's full scans on the hot path.
+        gc.freeze()
         async with ops.background():  # the never-joined sweeper
             yield
         await redis.aclose()

@@ -9,7 +9,13 @@ in one process. It exists only in this module, never in the served app.
 from __future__ import annotations
 
 import token_server
+from ops.metrics import LatencyMiddleware
 from token_endpoint import TokenEndpoint
 
 app = token_server.app
-app.state.fast_lane["/bench/mint"] = TokenEndpoint(app.state.services, admit=False)
+services: token_server.Services = app.state.services
+assert services.ops is not None
+# Wrapped like /api/token (request-latency metric), so only admission differs.
+app.state.fast_lane["/bench/mint"] = LatencyMiddleware(
+    TokenEndpoint(services, admit=False), services.ops.metrics, route="/bench/mint"
+)

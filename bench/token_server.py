@@ -153,7 +153,7 @@ def main() -> None:
     log = open(tempfile.mkstemp(prefix="ocf-bench-server-", suffix=".log")[1], "wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bench.token_app:app", "--port", str(port),
-         "--no-access-log", "--log-level", "warning"],
+         "--no-access-log", "--no-proxy-headers", "--log-level", "warning"],
         cwd=ROOT, env=env, stdout=log, stderr=log,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

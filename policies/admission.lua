@@ -34,15 +34,22 @@ local k_vr = prefix .. 'vr:' .. visitor .. ':' .. day
 local k_gm = prefix .. 'gm:' .. day
 local k_stats = prefix .. 'stats:' .. hour
 
+-- Counters get their TTL when created (first increment), not on every write: fewer
+-- commands per admission, and a bucket never outlives its policy TTL from creation.
 local function touch_stats(field)
-  redis.call('HINCRBY', k_stats, field, 1)
-  redis.call('EXPIRE', k_stats, stats_ttl)
+  if redis.call('HINCRBY', k_stats, field, 1) == 1 then
+    redis.call('EXPIRE', k_stats, stats_ttl)
+  end
+end
+
+local function count(key, by, ttl)
+  if redis.call('INCRBY', key, by) == by then redis.call('EXPIRE', key, ttl) end
 end
 
 local function refuse(reason, retry_after)
   touch_stats('refused:' .. reason)
   local refusals = redis.call('INCR', k_vr)
-  redis.call('EXPIRE', k_vr, 86400 + 60)
+  if refusals == 1 then redis.call('EXPIRE', k_vr, 86400 + 60) end
   return {0, reason, tostring(math.max(1, math.ceil(retry_after))), tostring(refusals)}
 end
 
@@ -90,14 +97,10 @@ redis.call('ZADD', KEYS[2], lease_end, session_id)
 extend(KEYS[2], lease + 1)
 redis.call('ZADD', KEYS[3], lease_end, session_id)
 extend(KEYS[3], lease + 1)
-redis.call('INCR', k_vh)
-redis.call('EXPIRE', k_vh, 3600 + 60)
-redis.call('INCR', k_vd)
-redis.call('EXPIRE', k_vd, 86400 + 60)
-redis.call('INCRBY', k_vm, duration)
-redis.call('EXPIRE', k_vm, 86400 + 60)
-redis.call('INCRBY', k_gm, duration)
-redis.call('EXPIRE', k_gm, 86400 + 60)
+count(k_vh, 1, 3600 + 60)
+count(k_vd, 1, 86400 + 60)
+count(k_vm, duration, 86400 + 60)
+count(k_gm, duration, 86400 + 60)
 
 local record = {
   'issued_at', string.format('%.3f', now),

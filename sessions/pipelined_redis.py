@@ -81,6 +81,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.pending: deque[asyncio.Future[Reply]] = deque()
         self.buffer = bytearray()
+        self.outgoing: list[bytes] = []
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -113,13 +114,23 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def request(self, payload: bytes) -> asyncio.Future[Reply]:
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
         if self.closed or self.transport is None:
             future.set_exception(RedisConnectionError("not connected to Redis"))
             return future
         self.pending.append(future)
-        self.transport.write(payload)
+        # Commands made in the same event-loop turn leave in one write (one syscall):
+        # under load that is a real pipeline, at no cost in latency.
+        if not self.outgoing:
+            loop.call_soon(self.flush)
+        self.outgoing.append(payload)
         return future
+
+    def flush(self) -> None:
+        if self.outgoing and self.transport is not None and not self.closed:
+            self.transport.write(b"".join(self.outgoing))
+        self.outgoing.clear()
 
 
 class PipelinedRedis:

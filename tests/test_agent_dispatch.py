@@ -145,9 +145,17 @@ async def test_worker_registers_accepts_valid_jobs_and_declines_the_rest(tmp_pat
                 assert not declined.available and declined.terminate, job_id
 
             # Last: an accepted job holds its slot until LiveKit assigns it (7.5 s at most).
-            accepted = await livekit.offer("J1", meta(), AGENT_NAME)
+            for attempt in range(5):
+                job_id = f"J1-{attempt}"
+                accepted = await livekit.offer(job_id, meta(), AGENT_NAME)
+                if accepted.available:
+                    break
+                # Only a momentary full CPU on this shared machine may decline it, and that
+                # answer says "not now" (no terminate), unlike a refused job.
+                assert not accepted.terminate
+                await asyncio.sleep(1)
             assert accepted.available
-            assert accepted.participant_identity == "agent-J1"
+            assert accepted.participant_identity == f"agent-{job_id}"
             assert accepted.participant_attributes["persona"] == "agence-immo-fr"
         finally:
             if proc.returncode is None:

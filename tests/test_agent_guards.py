@@ -23,7 +23,7 @@ async def test_max_duration_warns_then_says_goodbye_and_hangs_up():
     parts, _ = await start_call("agence-immo-fr", turns, timings=timings, spec=spec)
     try:
         await parts.session.run(user_input="Une question")
-        await finished(parts, timeout=5)
+        await finished(parts, timeout=10)
         elapsed = time.monotonic() - started
         assert parts.call.end_reason == "max_duration"
         assert parts.call.guards.warned
@@ -31,7 +31,7 @@ async def test_max_duration_warns_then_says_goodbye_and_hangs_up():
         fr = PHRASES["fr"]
         assert lines.index(fr.duration_warning) < lines.index(fr.duration_goodbye)
         assert lines[-1] == fr.duration_goodbye
-        assert 1.0 <= elapsed < 4.0  # at the maximum, not before, and promptly
+        assert 1.0 <= elapsed < 8.0  # at the maximum, not before (upper bound: a busy machine)
         assert parts.call.record["end_reason"] == "max_duration"
     finally:
         await parts.session.aclose()
@@ -43,7 +43,7 @@ async def test_max_duration_cuts_a_long_answer():
     spec = spec_for("realty-desk-en", max_duration_s=1)
     parts, _ = await start_call("realty-desk-en", [], timings=timings, spec=spec)
     try:
-        await finished(parts, timeout=5)
+        await finished(parts, timeout=10)
         assert parts.call.end_reason == "max_duration"
         assert said(parts)[-1] == PHRASES["en"].duration_goodbye
         assert PHRASES["en"].duration_warning not in said(parts)  # warning switched off
@@ -55,7 +55,7 @@ async def test_silence_checks_in_once_then_hangs_up():
     timings = GuardTimings(max_duration_warning_s=0, user_away_timeout_s=0.3, hangup_grace_s=2)
     parts, _ = await start_call("realty-desk-en", [], timings=timings)
     try:
-        await finished(parts, timeout=5)
+        await finished(parts, timeout=10)
         en = PHRASES["en"]
         assert parts.call.end_reason == "silence"
         assert parts.call.guards.checkins == 1
@@ -79,7 +79,7 @@ async def test_speaking_after_the_check_in_keeps_the_line_open():
         parts.session._update_user_state("speaking")
         parts.session._update_user_state("listening")
         await parts.session.run(user_input="Oui, still here")
-        await finished(parts, timeout=5)
+        await finished(parts, timeout=10)
         # The caller answered: the next silence gets a fresh check-in before any hang-up.
         assert parts.call.guards.checkins == 2
         assert said(parts).count(fr.silence_checkin) == 2

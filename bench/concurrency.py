@@ -13,7 +13,7 @@ silent) to price an idle line; then N = 1, 2, 4, ... simultaneous talking calls,
 saying a few lines with random pauses, until the p95 overhead (measured latency minus the
 ideal of bench/voice_latency.py) reaches twice the single-call figure, or --max-calls.
 
-    .venv/bin/python bench/concurrency.py [--turns 5] [--max-calls 24] [--listen-seconds 10]
+    .venv/bin/python bench/concurrency.py [--turns 5] [--sizes 2,4,8,...] [--max-calls 48]
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def rss_mb(pid: int) -> float:
 
 
 async def child_main(port: int, mode: str, turns: int, listen_s: float, seed: int) -> None:
+    from tests.fakes.audio_io import CallerMicrophone
     from tests.fakes.server import RemoteFakes
     from tests.voice_harness import shared_vad, start_voice_call
 
@@ -78,6 +79,17 @@ async def child_main(port: int, mode: str, turns: int, listen_s: float, seed: in
     shared_vad()  # the job process's prewarm
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
+    if mode == "microphone":
+        # the stand-in for RoomIO's input alone, to know its share of a listening call
+        mic = CallerMicrophone(frame_ms=DEFAULT_INPUT_FRAME_MS)
+        print("listening", flush=True)
+        until = time.monotonic() + listen_s
+        async for _frame in mic:
+            if time.monotonic() >= until:
+                break
+        print("done", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        return
     rng = random.Random(seed)
     await asyncio.sleep(rng.uniform(0, 2.0))  # calls do not start in lockstep
     # input frames as the worker's RoomIO delivers them (its default, 50 ms)
@@ -180,8 +192,8 @@ class Step:
     wall_s: float
 
 
-async def listening_step(port: int, listen_s: float) -> tuple[float, float]:
-    (child,) = [await spawn(port, "listen", 0, listen_s, 0)]
+async def listening_step(port: int, listen_s: float, mode: str) -> tuple[float, float]:
+    (child,) = [await spawn(port, mode, 0, listen_s, 0)]
     try:
         await child.expect("ready", 120)
         await go([child])
@@ -243,14 +255,17 @@ async def parent_main(args: argparse.Namespace) -> None:
     vad_silence_s = float(shared_vad()._opts.min_silence_duration)  # type: ignore[attr-defined]
     ideal = ideal_latency(default_conversation().turns, delays, vad_silence_s)
     cores = os.cpu_count() or 1
-    sizes = [n for n in (1, 2, 4, 6, 8, 10, 12, 16, 20, 24, 32) if n <= args.max_calls]
+    sizes = sorted({1, *(int(n) for n in args.sizes.split(",") if n.strip())})
+    sizes = [n for n in sizes if n <= args.max_calls]
     steps: list[Step] = []
     async with spawn_vendor_fakes(delays.fake_config()) as fakes:
-        listen_cpu, listen_pss = await listening_step(fakes.port, args.listen_seconds)
+        listen_cpu, listen_pss = await listening_step(fakes.port, args.listen_seconds, "listen")
+        mic_cpu, _ = await listening_step(fakes.port, args.listen_seconds, "microphone")
         print(
             f"listening call (VAD + Deepgram stream running, caller silent for "
             f"{args.listen_seconds:g} s): {listen_cpu * 100:.1f} % of one core, "
-            f"{listen_pss:.0f} MB PSS"
+            f"{listen_pss:.0f} MB PSS; of which the test microphone (RoomIO's stand-in) "
+            f"{mic_cpu * 100:.1f} %"
         )
         print(f"ideal latency with the default settings: {ms(ideal)} ms; {cores} cores")
         print()
@@ -289,7 +304,10 @@ async def parent_main(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=5, help="lines each caller says")
-    parser.add_argument("--max-calls", type=int, default=24)
+    parser.add_argument("--max-calls", type=int, default=48)
+    parser.add_argument(
+        "--sizes", default="2,4,8,12,16,20,24,32,40,48", help="numbers of calls to try (1 first)"
+    )
     parser.add_argument("--listen-seconds", type=float, default=10)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

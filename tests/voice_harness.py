@@ -159,6 +159,7 @@ async def start_voice_call(
     timings: GuardTimings = CALM,
     max_duration_s: int = 300,
     frame_ms: int = 20,
+    input_sample_rate: int = 24000,
 ) -> VoiceCall:
     persona = CATALOG.get(persona_id)
     assert persona is not None, persona_id
@@ -189,7 +190,7 @@ async def start_voice_call(
         timings=timings,
         recorder=recorder,
     )
-    mic = CallerMicrophone(frame_ms=frame_ms)
+    mic = CallerMicrophone(frame_ms=frame_ms, sample_rate=input_sample_rate)
     speaker = CallerSpeaker()
     parts.session.input.audio = mic
     parts.session.output.audio = speaker

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The agent participant's attribute naming why the call ended, set just before the room is
+# deleted; the demo page (web/src/agent_signals.js) words its message from it.
+END_REASON_ATTRIBUTE = "ocf.end_reason"
+
 
 class EndReason(StrEnum):
     USER_HANGUP = "user_hangup"

@@ -25,6 +25,9 @@ log = logging.getLogger("agent.recording")
 
 # Fields the worker writes, and nothing else (checked in tests against the policy's list).
 START_FIELDS = ("status", "started_at", "join_delay_s")
+# Release reasons written by ops (ops/reconcile.py) when the worker had not closed the
+# session itself: the worker's own end fields, when they arrive late, still belong.
+CLOSED_BY_OPS = frozenset({"abandoned", "never_joined"})
 END_FIELDS = (
     "status",
     "ended_at",
@@ -163,6 +166,11 @@ class SessionRecorder:
             # Releases the concurrency slot, refunds unused minutes and completes the
             # record in one atomic, idempotent script: a retry after a lost reply is safe.
             result = await self._admission.release(self.session_id, used_s, reason, extra=fields)
+            if result.previous_reason in CLOSED_BY_OPS:
+                # Closed by ops meanwhile (webhook after a long Redis outage, or the
+                # never-joined sweeper): the slot and refund stand, but what the call
+                # really was (end reason, usage, quality) is only known here; keep it.
+                await self._store.update(self.session_id, fields)
             log.info(
                 "session recorded",
                 extra={

@@ -23,6 +23,7 @@ from agent.call import Call
 from agent.connection import ConnectionTracker
 from agent.conversation import Conversation, default_conversation
 from agent.dispatch import JobRejected, JobSpec, parse_job_metadata
+from agent.ending import END_REASON_ATTRIBUTE, EndReason
 from agent.providers import build_llm, build_stt, build_tts, require_provider_keys
 from agent.recording import RecordOutbox, SessionRecorder
 from agents_catalog import Catalog, load_catalog
@@ -141,8 +142,16 @@ async def entrypoint(ctx: JobContext) -> None:
     connection = ConnectionTracker()
 
     async def finished(call: Call) -> None:
-        # Every end deletes the room: the visitor's page sees the call is over, and LiveKit
-        # stops billing an empty room.
+        # Say why before leaving (the demo page reads this attribute to tell the visitor:
+        # web/src/agent_signals.js), then delete the room: every end deletes it, so the
+        # page sees the call is over and LiveKit stops billing an empty room.
+        reason = (call.end_reason or EndReason.SHUTDOWN).value
+        try:
+            await asyncio.wait_for(
+                ctx.room.local_participant.set_attributes({END_REASON_ATTRIBUTE: reason}), 2
+            )
+        except Exception as exc:  # not connected (start failed) or the room is gone
+            log.info("end reason not announced", extra={"error": type(exc).__name__})
         try:
             await asyncio.wait_for(ctx.delete_room(), 10)
         except TimeoutError:

@@ -57,6 +57,8 @@ class Released:
     released: bool
     refunded_s: int
     detail: str  # "released", "already_released" or "unknown"
+    # When already released: the reason given by whoever released it first.
+    previous_reason: str | None = None
 
 
 def _text(value: object) -> str:
@@ -136,4 +138,5 @@ class Admission:
         )
         if int(result[0]) == 1:
             return Released(True, int(_text(result[1])), "released")
-        return Released(False, 0, _text(result[1]))
+        previous = _text(result[2]) if len(result) > 2 else None
+        return Released(False, 0, _text(result[1]), previous_reason=previous)

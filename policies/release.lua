@@ -8,8 +8,9 @@ local prefix, session_id = ARGV[1], ARGV[2]
 local used = math.max(0, tonumber(ARGV[3]))
 
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'unknown'} end
-local rec = redis.call('HMGET', KEYS[1], 'visitor', 'day', 'reserved_s', 'released_at')
-if rec[4] then return {0, 'already_released'} end
+local rec = redis.call('HMGET', KEYS[1], 'visitor', 'day', 'reserved_s', 'released_at',
+                      'release_reason')
+if rec[4] then return {0, 'already_released', rec[5] or ''} end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000

@@ -146,6 +146,29 @@ async def test_a_second_end_changes_nothing(redis_url, redis_client):
     await redis.aclose()
 
 
+async def test_late_worker_record_completes_a_session_ops_closed(redis_url, redis_client):
+    """The webhook closed the session as abandoned while the worker's record waited for
+    Redis: slot and refund stay as ops settled them, the call's own figures still land."""
+    redis = connect(redis_url)
+    session_id = "rec-session-0003"
+    await admit(redis, session_id, "agence-immo-fr")
+    admission = Admission(redis, POLICIES)
+    first = await admission.release(session_id, 40, "abandoned", {"status": "abandoned"})
+    assert first.released
+    refunded = redis_client.hget(keys.session(session_id), "refunded_s")
+    outbox = RecordOutbox(backoff=FAST_RETRY)
+    recorder = SessionRecorder(session_id, SessionStore(redis), admission, outbox)
+    recorder.ended(used_s=42, reason="end_call",
+                   fields={"status": "ended", "end_reason": "end_call", "turns": "3"})  # fmt: skip
+    assert await outbox.flush(5)
+    record = redis_client.hgetall(keys.session(session_id))
+    assert record[b"status"] == b"ended" and record[b"end_reason"] == b"end_call"
+    assert record[b"turns"] == b"3"
+    assert record[b"release_reason"] == b"abandoned" and record[b"refunded_s"] == refunded
+    await outbox.aclose()
+    await redis.aclose()
+
+
 async def test_record_survives_redis_down_during_the_call(own_redis):
     client = own_redis.client()
     redis = connect(own_redis.url, timeout_s=0.2)

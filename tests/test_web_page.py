@@ -198,7 +198,9 @@ def test_start_call_gets_a_token_then_reports_livekit_unreachable(server, page: 
         (
             {"visitor": {"sessions_per_hour": 1, "concurrent_sessions": 5}},
             429,
-            "You have reached the demo's usage limit. Please try again in {wait}.",
+            # The token server names the limit (reason: visitor_hourly): the page says which.
+            "You have reached the number of demo calls allowed per hour."
+            " Please try again in {wait}.",
         ),
         (
             {"visitor": {"concurrent_sessions": 5}, "global": {"concurrent_sessions": 1}},

@@ -105,7 +105,7 @@ def count_round_trips(
     client = redis.Redis.from_url(redis_url)
 
     def watch() -> None:
-        with client.monitor() as monitor:
+        with client.monitor() as monitor:  # type: ignore[no-untyped-call]
             for command in monitor.listen():
                 if stop.is_set():
                     return

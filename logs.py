@@ -25,7 +25,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+            # uvicorn adds an ANSI-coloured copy of its message ("color_message").
+            if key not in _STANDARD and not key.startswith(("_", "color_")):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

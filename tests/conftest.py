@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 
+from tests.fakes.server import VendorFakes, running_vendor_fakes
 from tests.support import RedisServer
 
 
@@ -40,3 +41,11 @@ def own_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def vendor_fakes() -> AsyncIterator[VendorFakes]:
+    """OpenAI and Deepgram fakes on a free loopback port (tests/fakes/); script them with
+    `vendor_fakes.chat.script = ChatScript(...)` and `vendor_fakes.listen.use_script(...)`."""
+    async with running_vendor_fakes() as fakes:
+        yield fakes

@@ -21,7 +21,7 @@ from tests.fakes.audio_io import CallerMicrophone, CallerSpeaker
 from tests.fakes.deepgram_listen import ListenSettings
 from tests.fakes.openai_chat import CallTool, ChatScript, ChatSettings, ChatTurn, Say
 from tests.fakes.openai_speech import SpeechSettings
-from tests.fakes.server import running_vendor_fakes
+from tests.fakes.server import VendorFakes, running_vendor_fakes
 from tests.fakes.speech_audio import speech, trim_silence
 
 pytestmark = pytest.mark.voice
@@ -113,19 +113,20 @@ async def test_chat_paces_first_token_and_rate():
         await model.aclose()
 
 
-async def test_chat_refuses_what_openai_refuses():
-    async with running_vendor_fakes(chat_script=ChatScript(fallback=Say("x"))) as fakes:
-        url = fakes.openai_base_url + "/chat/completions"
-        async with aiohttp.ClientSession() as http:
-            async with http.post(url, json={"model": "m", "messages": []}) as res:
-                assert res.status == 401
-                assert (await res.json())["error"]["code"] == "invalid_api_key"
-            auth = {"Authorization": f"Bearer {KEY}"}
-            async with http.post(url, json={"messages": [{"role": "user"}]}, headers=auth) as res:
-                assert res.status == 400 and (await res.json())["error"]["param"] == "model"
-            async with http.post(url, json={"model": "m", "messages": []}, headers=auth) as res:
-                assert res.status == 400
-        assert fakes.chat.requests == []
+async def test_chat_refuses_what_openai_refuses(vendor_fakes: VendorFakes):
+    fakes = vendor_fakes
+    fakes.chat.script = ChatScript(fallback=Say("x"))
+    url = fakes.openai_base_url + "/chat/completions"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json={"model": "m", "messages": []}) as res:
+            assert res.status == 401
+            assert (await res.json())["error"]["code"] == "invalid_api_key"
+        auth = {"Authorization": f"Bearer {KEY}"}
+        async with http.post(url, json={"messages": [{"role": "user"}]}, headers=auth) as res:
+            assert res.status == 400 and (await res.json())["error"]["param"] == "model"
+        async with http.post(url, json={"model": "m", "messages": []}, headers=auth) as res:
+            assert res.status == 400
+    assert fakes.chat.requests == []
 
 
 async def test_chat_unscripted_turn_is_an_error_the_test_can_see():

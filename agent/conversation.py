@@ -46,6 +46,7 @@ class TurnSettings(_Strict):
     preemptive_generation: bool
     min_interruption_s: Annotated[float, Field(ge=0, le=5)]
     tts_response_format: Literal["pcm", "wav", "mp3", "opus", "aac", "flac"]
+    input_frame_ms: Annotated[int, Field(ge=10, le=100)]
 
 
 class Phrases(_Strict):

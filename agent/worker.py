@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, JobRequest
-from livekit.agents.voice.room_io import RoomOptions
+from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
 from livekit.plugins import silero
 
 from agent.assembly import assemble_call
@@ -200,7 +200,12 @@ async def entrypoint(ctx: JobContext) -> None:
             session_host=False,
             # Voice only: the page never types (it only shows the transcription), and a
             # text input would let a script drive the LLM without speaking.
-            room_options=RoomOptions(close_on_disconnect=True, video_input=False, text_input=False),
+            room_options=RoomOptions(
+                close_on_disconnect=True,
+                video_input=False,
+                text_input=False,
+                audio_input=AudioInputOptions(frame_size_ms=data.conversation.turns.input_frame_ms),
+            ),
         )
     except Exception:
         log.exception("call could not start", extra={"session_id": spec.session_id})

@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.voice_latency import (  # noqa: E402
     CALLER_LINES,
-    DEFAULT_INPUT_FRAME_MS,
     PERSONA,
     Delays,
     ideal_latency,
@@ -71,6 +70,7 @@ def rss_mb(pid: int) -> float:
 
 
 async def child_main(port: int, mode: str, turns: int, listen_s: float, seed: int) -> None:
+    from agent.conversation import default_conversation
     from tests.fakes.audio_io import CallerMicrophone
     from tests.fakes.server import RemoteFakes
     from tests.voice_harness import shared_vad, start_voice_call
@@ -81,7 +81,7 @@ async def child_main(port: int, mode: str, turns: int, listen_s: float, seed: in
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
     if mode == "microphone":
         # the stand-in for RoomIO's input alone, to know its share of a listening call
-        mic = CallerMicrophone(frame_ms=DEFAULT_INPUT_FRAME_MS)
+        mic = CallerMicrophone(frame_ms=default_conversation().turns.input_frame_ms)
         print("listening", flush=True)
         until = time.monotonic() + listen_s
         async for _frame in mic:
@@ -92,8 +92,8 @@ async def child_main(port: int, mode: str, turns: int, listen_s: float, seed: in
         return
     rng = random.Random(seed)
     await asyncio.sleep(rng.uniform(0, 2.0))  # calls do not start in lockstep
-    # input frames as the worker's RoomIO delivers them (its default, 50 ms)
-    call = await start_voice_call(RemoteFakes(port), PERSONA, frame_ms=DEFAULT_INPUT_FRAME_MS)
+    # the worker's settings, input frames included (conversation.yaml turns)
+    call = await start_voice_call(RemoteFakes(port), PERSONA)
     latencies: list[float] = []
     try:
         await call.speaker.wait_for_segment_after(call.started_wall, 15)

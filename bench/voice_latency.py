@@ -3,10 +3,10 @@
 A spoken call to a persona, assembled by the worker's own code with the real Deepgram and
 OpenAI plugins, against the local vendor fakes running in their own process at
 vendor-like delays (Deepgram final 150 ms after speech ends, LLM first token 400 ms,
-TTS first byte 200 ms by default). The caller (espeak-ng speech, real time, in 50 ms
-frames as RoomIO delivers them) says a line, the agent answers; for every turn the
-silence is measured from the last voiced sample of the caller's line to the first agent
-frame reaching the output.
+TTS first byte 200 ms by default). The caller (espeak-ng speech, real time, in the
+frames the worker's RoomIO delivers: turns.input_frame_ms) says a line, the agent
+answers; for every turn the silence is measured from the last voiced sample of the
+caller's line to the first agent frame reaching the output.
 
     overhead = measured - ideal
 
@@ -57,13 +57,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "endpointing-0.3": {"min_endpointing_delay_s": 0.3},
     "endpointing-0.8": {"min_endpointing_delay_s": 0.8},
     "stt-turns": {"turn_detection": "stt"},
-    # 20 ms input frames instead of RoomIO's default 50 ms
-    "input-20ms": {"input_frame_ms": 20},
+    # LiveKit RoomIO's default input framing instead of the worker's 20 ms
+    "input-50ms": {"input_frame_ms": 50},
 }
-# Not a turn setting: the size of the audio frames the agent reads. The worker's RoomIO
-# uses its default, AudioInputOptions.frame_size_ms = 50; the caller's microphone here
-# delivers the same.
-DEFAULT_INPUT_FRAME_MS = 50
 
 
 @dataclass
@@ -117,7 +113,6 @@ class Result:
     name: str
     turns: TurnSettings
     ideal_s: float
-    input_frame_ms: int = DEFAULT_INPUT_FRAME_MS
     latencies: list[float] = field(default_factory=list)
     # speech end -> the VAD's end of speech, -> the user turn committed (where time goes)
     vad_ends: list[float] = field(default_factory=list)
@@ -134,9 +129,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_turns(fakes: RemoteFakes, result: Result, count: int, offset: int) -> None:
-    call = await start_voice_call(
-        fakes, PERSONA, turns=result.turns, frame_ms=result.input_frame_ms
-    )
+    call = await start_voice_call(fakes, PERSONA, turns=result.turns)
     vad_ends: list[float] = []
     commits: list[float] = []
     session = call.parts.session
@@ -206,11 +199,7 @@ async def main() -> None:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         parser.error(f"unknown configs {unknown}; known: {', '.join(CONFIGS)}")
-    results = {}
-    for name in names:
-        changes = dict(CONFIGS[name])
-        frame_ms = int(changes.pop("input_frame_ms", DEFAULT_INPUT_FRAME_MS))
-        results[name] = Result(name, base.model_copy(update=changes), 0.0, frame_ms)
+    results = {name: Result(name, base.model_copy(update=CONFIGS[name]), 0.0) for name in names}
     for result in results.values():
         result.ideal_s = ideal_latency(result.turns, delays, vad_silence_s)
 
@@ -250,7 +239,7 @@ async def main() -> None:
         lat = result.latencies
         over = [x - result.ideal_s for x in lat]
         print(
-            f"| {result.name} | {result.input_frame_ms} ms | {t.turn_detection} "
+            f"| {result.name} | {t.input_frame_ms} ms | {t.turn_detection} "
             f"| {ms(t.min_endpointing_delay_s)} ms "
             f"| {'on' if t.preemptive_generation else 'off'} | {t.tts_response_format} "
             f"| {len(lat)}{f' ({result.missed} missed)' if result.missed else ''} "

@@ -158,7 +158,7 @@ async def start_voice_call(
     turns: TurnSettings | None = None,
     timings: GuardTimings = CALM,
     max_duration_s: int = 300,
-    frame_ms: int = 20,
+    frame_ms: int | None = None,
     input_sample_rate: int = 24000,
 ) -> VoiceCall:
     persona = CATALOG.get(persona_id)
@@ -190,7 +190,10 @@ async def start_voice_call(
         timings=timings,
         recorder=recorder,
     )
-    mic = CallerMicrophone(frame_ms=frame_ms, sample_rate=input_sample_rate)
+    # the caller's frames as the worker's RoomIO hands them over (turns.input_frame_ms)
+    mic = CallerMicrophone(
+        frame_ms=frame_ms or conversation.turns.input_frame_ms, sample_rate=input_sample_rate
+    )
     speaker = CallerSpeaker()
     parts.session.input.audio = mic
     parts.session.output.audio = speaker

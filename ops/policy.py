@@ -7,12 +7,12 @@ policies directory made for limits/retention alone keeps the shipped ops rules.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policies.admission import Refusal
-from policies.model import DAY_S, PRIVACY_MAX_DAYS, Policies, PolicyError, _load_yaml
+from policies.model import DAY_S, PRIVACY_MAX_DAYS, Policies, PolicyError, validate_file
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "policies"
 
@@ -101,28 +101,15 @@ class Costs(_Strict):
     per_million: PerMillion
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
 def _file(directory: Path | None, name: str) -> Path:
     if directory is not None and (directory / name).exists():
         return directory / name
     return SHIPPED_DIR / name
 
 
-def _validate(model: type[M], path: Path) -> M:
-    try:
-        return model.model_validate(_load_yaml(path))
-    except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise PolicyError(f"{path}: {details}") from exc
-
-
 def load_ops_policy(policies: Policies, directory: Path | None = None) -> OpsPolicy:
     path = _file(directory, "ops.yaml")
-    rules = _validate(OpsPolicy, path)
+    rules = validate_file(OpsPolicy, path)
     # A block is keyed by a pseudonym: it may not outlive what the privacy policy allows
     # for pseudonyms.
     if rules.block_max_s > policies.retention.pseudonym_ttl_s:
@@ -134,4 +121,4 @@ def load_ops_policy(policies: Policies, directory: Path | None = None) -> OpsPol
 
 
 def load_costs(directory: Path | None = None) -> Costs:
-    return _validate(Costs, _file(directory, "costs.yaml"))
+    return validate_file(Costs, _file(directory, "costs.yaml"))

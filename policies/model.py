@@ -136,7 +136,8 @@ def _load_yaml(path: Path) -> object:
 M = TypeVar("M", bound=BaseModel)
 
 
-def _validate(model: type[M], path: Path) -> M:
+def validate_file(model: type[M], path: Path) -> M:
+    """Load a policy YAML file into `model`; PolicyError names the file and each field."""
     try:
         return model.model_validate(_load_yaml(path))
     except ValidationError as exc:
@@ -149,6 +150,6 @@ def _validate(model: type[M], path: Path) -> M:
 def load_policies(directory: Path | None = None) -> Policies:
     directory = directory or DEFAULT_DIR
     return Policies(
-        retention=_validate(Retention, directory / "retention.yaml"),
-        limits=_validate(Limits, directory / "limits.yaml"),
+        retention=validate_file(Retention, directory / "retention.yaml"),
+        limits=validate_file(Limits, directory / "limits.yaml"),
     )

@@ -87,6 +87,7 @@ class ChatRequest:
     turn: str | None = None
     reply: Reply | None = None
     first_token_wall: float | None = None
+    client_closed: bool = False  # the client went away before the end of the stream
 
     @property
     def model(self) -> str:
@@ -217,7 +218,18 @@ class OpenAIChatFake:
         record.reply = reply
 
         if body.get("stream"):
-            return await self._stream(request, record, reply)
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream; charset=utf-8",
+                    "Cache-Control": "no-cache",
+                }
+            )
+            try:
+                await self._stream(request, response, record, reply)
+            except ConnectionResetError:
+                # the client hung up mid-stream (a cancelled preemptive generation)
+                record.client_closed = True
+            return response
         return await self._complete(record, reply)
 
     def _usage(self, record: ChatRequest, completion_tokens: int) -> dict[str, Any]:
@@ -273,14 +285,8 @@ class OpenAIChatFake:
         }
 
     async def _stream(
-        self, request: web.Request, record: ChatRequest, reply: Reply
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "Cache-Control": "no-cache",
-            }
-        )
+        self, request: web.Request, response: web.StreamResponse, record: ChatRequest, reply: Reply
+    ) -> None:
         await response.prepare(request)
         include_usage = bool((record.body.get("stream_options") or {}).get("include_usage"))
         chunk_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -344,4 +350,3 @@ class OpenAIChatFake:
             await send(None, usage=self._usage(record, count))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
-        return response

@@ -61,6 +61,7 @@ class SpeechRequest:
     received_wall: float
     first_byte_wall: float | None = None
     audio_seconds: float = 0.0
+    client_closed: bool = False
 
     @property
     def text(self) -> str:
@@ -193,6 +194,23 @@ class OpenAISpeechFake:
                 "x-request-id": f"req_{int(received * 1e6):x}",
             }
         )
+        try:
+            await self._send(request, response, record, chunks, sse)
+        except ConnectionResetError:
+            # the agent stopped listening (an interrupted or cancelled speech)
+            record.client_closed = True
+        return response
+
+    async def _send(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        record: SpeechRequest,
+        chunks: list[bytes],
+        sse: bool,
+    ) -> None:
+        body = record.body
+        received = record.received_wall
         await response.prepare(request)
         wait = received + self.settings.time_to_first_byte_s - time.monotonic()
         if wait > 0:
@@ -226,4 +244,3 @@ class OpenAISpeechFake:
             }
             await response.write(f"data: {json.dumps(done)}\n\n".encode())
         await response.write_eof()
-        return response

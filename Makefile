@@ -18,8 +18,11 @@ lint: bootstrap
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# Each prints its figures (ratios against a baseline measured in the same run).
+BENCHES := bench/token_server.py bench/worker.py bench/voice_latency.py bench/concurrency.py
+
 bench: bootstrap
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in $(BENCHES); do echo "== $$b"; $(PY) $$b || exit 1; done
 
 web:
 	@if [ -f web/package.json ]; then cd web && npm ci --no-audit --no-fund --silent && npm run --silent build; fi

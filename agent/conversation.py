@@ -47,6 +47,7 @@ class TurnSettings(_Strict):
     min_interruption_s: Annotated[float, Field(ge=0, le=5)]
     tts_response_format: Literal["pcm", "wav", "mp3", "opus", "aac", "flac"]
     input_frame_ms: Annotated[int, Field(ge=10, le=100)]
+    input_sample_rate: Literal[16000, 24000, 48000]
 
 
 class Phrases(_Strict):

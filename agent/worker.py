@@ -204,7 +204,10 @@ async def entrypoint(ctx: JobContext) -> None:
                 close_on_disconnect=True,
                 video_input=False,
                 text_input=False,
-                audio_input=AudioInputOptions(frame_size_ms=data.conversation.turns.input_frame_ms),
+                audio_input=AudioInputOptions(
+                    sample_rate=data.conversation.turns.input_sample_rate,
+                    frame_size_ms=data.conversation.turns.input_frame_ms,
+                ),
             ),
         )
     except Exception:

@@ -81,7 +81,10 @@ async def child_main(port: int, mode: str, turns: int, listen_s: float, seed: in
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
     if mode == "microphone":
         # the stand-in for RoomIO's input alone, to know its share of a listening call
-        mic = CallerMicrophone(frame_ms=default_conversation().turns.input_frame_ms)
+        settings = default_conversation().turns
+        mic = CallerMicrophone(
+            frame_ms=settings.input_frame_ms, sample_rate=settings.input_sample_rate
+        )
         print("listening", flush=True)
         until = time.monotonic() + listen_s
         async for _frame in mic:

@@ -57,8 +57,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "endpointing-0.3": {"min_endpointing_delay_s": 0.3},
     "endpointing-0.8": {"min_endpointing_delay_s": 0.8},
     "stt-turns": {"turn_detection": "stt"},
-    # LiveKit RoomIO's default input framing instead of the worker's 20 ms
-    "input-50ms": {"input_frame_ms": 50},
+    # the caller's audio framing and rate as RoomIO delivers it (worker: 50 ms at 16 kHz)
+    "input-20ms": {"input_frame_ms": 20},
+    "input-24khz": {"input_sample_rate": 24000},
+    "input-20ms-24khz": {"input_frame_ms": 20, "input_sample_rate": 24000},
 }
 
 
@@ -228,7 +230,7 @@ async def main() -> None:
     )
     print()
     header = (
-        "| configuration | input frames | turn detection | min endpointing | preemptive "
+        "| configuration | input | turn detection | min endpointing | preemptive "
         "| TTS format | turns "
         "| median | p95 | ideal | overhead median | overhead p95 | VAD end | turn closed |"
     )
@@ -239,7 +241,8 @@ async def main() -> None:
         lat = result.latencies
         over = [x - result.ideal_s for x in lat]
         print(
-            f"| {result.name} | {t.input_frame_ms} ms | {t.turn_detection} "
+            f"| {result.name} | {t.input_frame_ms} ms @ {t.input_sample_rate // 1000} kHz "
+            f"| {t.turn_detection} "
             f"| {ms(t.min_endpointing_delay_s)} ms "
             f"| {'on' if t.preemptive_generation else 'off'} | {t.tts_response_format} "
             f"| {len(lat)}{f' ({result.missed} missed)' if result.missed else ''} "

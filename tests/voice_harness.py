@@ -159,7 +159,7 @@ async def start_voice_call(
     timings: GuardTimings = CALM,
     max_duration_s: int = 300,
     frame_ms: int | None = None,
-    input_sample_rate: int = 24000,
+    input_sample_rate: int | None = None,
 ) -> VoiceCall:
     persona = CATALOG.get(persona_id)
     assert persona is not None, persona_id
@@ -190,9 +190,11 @@ async def start_voice_call(
         timings=timings,
         recorder=recorder,
     )
-    # the caller's frames as the worker's RoomIO hands them over (turns.input_frame_ms)
+    # the caller's frames as the worker's RoomIO hands them over (turns.input_frame_ms,
+    # turns.input_sample_rate)
     mic = CallerMicrophone(
-        frame_ms=frame_ms or conversation.turns.input_frame_ms, sample_rate=input_sample_rate
+        frame_ms=frame_ms or conversation.turns.input_frame_ms,
+        sample_rate=input_sample_rate or conversation.turns.input_sample_rate,
     )
     speaker = CallerSpeaker()
     parts.session.input.audio = mic

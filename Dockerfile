@@ -26,9 +26,11 @@ RUN python -m venv /opt/venv \
 
 # --- runtime ------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
+# The image is for deployment: production mode refuses to start on missing or weak secrets.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    ENVIRONMENT=production \
     HOST=0.0.0.0
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin app
 COPY --from=deps /opt/venv /opt/venv

@@ -60,7 +60,7 @@ for (const [name, url] of Object.entries(manifest)) {
   html = html.replaceAll(`{{${name}}}`, url);
 }
 const leftover = html.match(/\{\{(?!config\}\})[^}]+\}\}/);
-if (leftover) throw new Error(`index.html: unknown placeholder ${leftover[0]}`);
+if (leftover) throw new Error(`index.html: unknown template slot ${leftover[0]}`);
 await writeFile(join(dist, 'index.html'), html);
 await writeFile(join(dist, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
 

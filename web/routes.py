@@ -26,7 +26,7 @@ log = logging.getLogger("web")
 HERE = Path(__file__).resolve().parent
 DIST_DIR = HERE / "dist"
 PAGE_SETTINGS = HERE / "page.yaml"
-CONFIG_PLACEHOLDER = "{{config}}"
+CONFIG_SLOT = "{{config}}"
 
 MEDIA_TYPES = {
     ".js": "text/javascript; charset=utf-8",
@@ -135,8 +135,8 @@ def load_bundle(dist: Path, config_json: str) -> Bundle | None:
     if not index.is_file() or not manifest.is_file():
         return None
     html = index.read_text(encoding="utf-8")
-    if CONFIG_PLACEHOLDER not in html:
-        raise ConfigError(f"{index}: no {CONFIG_PLACEHOLDER} placeholder; rebuild with make web")
+    if CONFIG_SLOT not in html:
+        raise ConfigError(f"{index}: no {CONFIG_SLOT} slot; rebuild with make web")
     names = json.loads(manifest.read_text(encoding="utf-8")).values()
     assets = {}
     for url in names:
@@ -145,7 +145,7 @@ def load_bundle(dist: Path, config_json: str) -> Bundle | None:
         if not path.is_file():
             raise ConfigError(f"{dist}: {path.name} is missing; rebuild with make web")
         assets[name] = path
-    return Bundle(html.replace(CONFIG_PLACEHOLDER, config_json), assets)
+    return Bundle(html.replace(CONFIG_SLOT, config_json), assets)
 
 
 NOT_BUILT = """<!doctype html><html lang="en"><meta charset="utf-8"><title>Demo unavailable</title>

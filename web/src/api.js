@@ -1,7 +1,7 @@
 // The token server's public API, and the translation of each refusal into a UI message key.
 
 export class Refusal extends Error {
-  // key: a strings.json key; params: its placeholders (wait in seconds is turned into words
+  // key: a strings.json key; params: the values of its {name} slots (wait in seconds is turned into words
   // by the caller, in the page's language).
   constructor(key, params = {}, { refreshList = false } = {}) {
     super(key);

@@ -19,7 +19,7 @@ export class Translator {
     this.lang = lang;
   }
 
-  // "{name}"-style placeholders; a missing key is a bug in strings.json, so say which.
+  // "{name}"-style slots filled from params; a missing key is a bug in strings.json, so say which.
   t(key, params = {}) {
     const text = STRINGS[this.lang][key] ?? STRINGS.en[key];
     if (typeof text !== 'string') throw new Error(`missing UI string ${key}`);

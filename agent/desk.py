@@ -32,6 +32,18 @@ def fold(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9]+", " ", bare).split())
 
 
+def contact_problem(name: str, phone: str) -> Answer | None:
+    """What to ask the caller again before a booking, message or incident, if anything."""
+    if not name.strip():
+        return {"status": "missing_name", "detail": "Ask the caller for a name first."}
+    if not phone_ok(phone):
+        return {
+            "status": "invalid_phone",
+            "detail": "Ask for the callback number again: it needs 6 to 15 digits.",
+        }
+    return None
+
+
 def phone_ok(phone: str) -> bool:
     digits = re.sub(r"\D", "", phone)
     return PHONE_DIGITS[0] <= len(digits) <= PHONE_DIGITS[1]
@@ -229,13 +241,8 @@ class DemoDesk:
         return self._find_slot(listing_ref, day, at)[2]
 
     def book_visit(self, listing_ref: str, day: str, at: str, name: str, phone: str) -> Answer:
-        if not name.strip():
-            return {"status": "missing_name", "detail": "Ask the caller for a name first."}
-        if not phone_ok(phone):
-            return {
-                "status": "invalid_phone",
-                "detail": "Ask for the callback number again: it needs 6 to 15 digits.",
-            }
+        if problem := contact_problem(name, phone):
+            return problem
         status, slot, answer = self._find_slot(listing_ref, day, at)
         if status != "available" or slot is None:
             return answer
@@ -254,13 +261,8 @@ class DemoDesk:
     # --- messages, transfers, incidents -----------------------------------------------
 
     def take_message(self, name: str, phone: str, department: str | None) -> Answer:
-        if not name.strip():
-            return {"status": "missing_name", "detail": "Ask the caller for a name first."}
-        if not phone_ok(phone):
-            return {
-                "status": "invalid_phone",
-                "detail": "Ask for the callback number again: it needs 6 to 15 digits.",
-            }
+        if problem := contact_problem(name, phone):
+            return problem
         departments = self._data.transfer_departments
         if department and departments and department not in departments:
             return {"status": "unknown_department", "departments": list(departments)}
@@ -303,13 +305,8 @@ class DemoDesk:
         incident = kinds.get(incident_code)
         if incident is None:
             return {"status": "unknown_incident_type", "incident_types": sorted(kinds)}
-        if not name.strip():
-            return {"status": "missing_name", "detail": "Ask the caller for a name first."}
-        if not phone_ok(phone):
-            return {
-                "status": "invalid_phone",
-                "detail": "Ask for the callback number again: it needs 6 to 15 digits.",
-            }
+        if problem := contact_problem(name, phone):
+            return problem
         answer: Answer = {"urgency": incident.urgency}
         if self._data.buildings:
             building = self._building(location)

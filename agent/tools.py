@@ -71,6 +71,15 @@ def _tool(schema: dict[str, Any], handler: Handler) -> RawFunctionTool[Any, Any]
     return function_tool(run, raw_schema=schema)
 
 
+def _slot_props(refs: list[str]) -> dict[str, Any]:
+    """A viewing slot as the caller names it: which listing, which day, which time."""
+    return {
+        "listing_ref": {"type": "string", "enum": refs, "description": "Listing ref."},
+        "date": {"type": "string", "description": "Date of the slot, YYYY-MM-DD."},
+        "time": {"type": "string", "description": "Start time of the slot, HH:MM."},
+    }
+
+
 def _phone_props() -> dict[str, Any]:
     return {
         "name": {"type": "string", "description": "The caller's name as they gave it."},
@@ -128,11 +137,7 @@ def build_tools(persona: Persona, desk: DemoDesk, hangup: Hangup) -> list[Any]:
                 "check_visit_slot",
                 "Check whether a viewing of a listing is possible at a date and time. If the slot "
                 "is taken or does not exist, returns the nearest free slots to offer instead.",
-                {
-                    "listing_ref": {"type": "string", "enum": refs, "description": "Listing ref."},
-                    "date": {"type": "string", "description": "Date wanted, YYYY-MM-DD."},
-                    "time": {"type": "string", "description": "Start time wanted, HH:MM."},
-                },
+                _slot_props(refs),
             )
 
             def check(args: dict[str, Any]) -> dict[str, Any]:
@@ -147,12 +152,7 @@ def build_tools(persona: Persona, desk: DemoDesk, hangup: Hangup) -> list[Any]:
                 "book_visit",
                 "Book a viewing once the caller chose a free slot and gave a name and a callback "
                 "number. If the slot is no longer free, returns alternatives instead.",
-                {
-                    "listing_ref": {"type": "string", "enum": refs, "description": "Listing ref."},
-                    "date": {"type": "string", "description": "Date of the slot, YYYY-MM-DD."},
-                    "time": {"type": "string", "description": "Start time of the slot, HH:MM."},
-                    **_phone_props(),
-                },
+                {**_slot_props(refs), **_phone_props()},
             )
 
             def book(args: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from aiohttp import WSMsgType, web
 from livekit import api
 from livekit.protocol import agent, models
 
+from tests.fakes.server import serve
+
 
 @dataclass
 class Registration:
@@ -107,14 +109,7 @@ class LiveKitAgentFake:
     async def start(self) -> LiveKitAgentFake:
         app = web.Application()
         app.router.add_get("/agent", self.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=0.5)  # fmt: skip
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve(app, self.host, self.port)
         return self
 
     async def stop(self) -> None:

@@ -38,6 +38,18 @@ from tests.fakes.openai_chat import (
 from tests.fakes.openai_speech import OpenAISpeechFake, SpeechSettings
 
 
+async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve an aiohttp app on loopback (port 0: a free one); returns the runner and port.
+    No access log: request lines would be noise, and bodies are never logged."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    assert server is not None
+    return runner, server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+
 @dataclass
 class VendorFakes:
     chat: OpenAIChatFake = field(default_factory=OpenAIChatFake)
@@ -81,16 +93,7 @@ class VendorFakes:
         return web.json_response(self.served_delays())
 
     async def start(self) -> VendorFakes:
-        # no access log: request lines would be noise, and bodies are never logged
-        self._runner = web.AppRunner(
-            self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve(self.app(), self.host, self.port)
         return self
 
     async def stop(self) -> None:

@@ -50,8 +50,23 @@ async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     return runner, server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
 
+class FakeURLs:
+    """Where the plugins reach the fakes (their base-URL settings), for either host."""
+
+    host: str
+    port: int
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def deepgram_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/v1/listen"
+
+
 @dataclass
-class VendorFakes:
+class VendorFakes(FakeURLs):
     chat: OpenAIChatFake = field(default_factory=OpenAIChatFake)
     speech: OpenAISpeechFake = field(default_factory=OpenAISpeechFake)
     listen: DeepgramListenFake = field(default_factory=DeepgramListenFake)
@@ -101,14 +116,6 @@ class VendorFakes:
             await self._runner.cleanup()
             self._runner = None
 
-    @property
-    def openai_base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    @property
-    def deepgram_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/v1/listen"
-
     def env(self) -> dict[str, str]:
         """Environment that points the worker's providers at these fakes."""
         return {
@@ -147,19 +154,11 @@ async def running_vendor_fakes(
 
 
 @dataclass
-class RemoteFakes:
+class RemoteFakes(FakeURLs):
     """The fakes served by their own process (`spawn_vendor_fakes`)."""
 
     port: int
     host: str = "127.0.0.1"
-
-    @property
-    def openai_base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    @property
-    def deepgram_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/v1/listen"
 
     async def served_delays(self) -> dict[str, list[float]]:
         async with aiohttp.ClientSession() as http:

@@ -56,8 +56,14 @@ class CallerMicrophone(AudioInput):
         self.sample_rate = sample_rate
         self.frame_samples = sample_rate * frame_ms // 1000
         self.frame_s = self.frame_samples / sample_rate
-        self._noise_level = noise_level
-        self._rng = np.random.default_rng(seed)
+        # One second of line noise, played in a loop: drawing fresh noise for every frame
+        # cost more CPU than everything else the microphone does, and a benchmark charges
+        # the microphone's CPU to the call it feeds (bench/concurrency.py).
+        rng = np.random.default_rng(seed)
+        self._noise = (
+            rng.normal(0, noise_level / 3, sample_rate).clip(-32768, 32767).astype(np.int16)
+        )
+        self._noise_at = 0
         self._queue: list[Spoken] = []
         self._current: Spoken | None = None
         self._offset = 0
@@ -112,7 +118,8 @@ class CallerMicrophone(AudioInput):
 
     def _next_samples(self, delivered_at: float) -> np.ndarray:
         n = self.frame_samples
-        out = self._rng.normal(0, self._noise_level / 3, n).clip(-32768, 32767).astype(np.int16)
+        out = np.take(self._noise, np.arange(self._noise_at, self._noise_at + n), mode="wrap")
+        self._noise_at = (self._noise_at + n) % self._noise.size
         filled = 0
         while filled < n:
             if self._current is None:

@@ -97,6 +97,7 @@ class ListenConnection:
     request_id: str
     opened_wall: float = field(default_factory=time.monotonic)
     audio_bytes: int = 0
+    audio_messages: list[int] = field(default_factory=list)  # each binary message's size
     control_messages: list[str] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
     utterances: list[Utterance] = field(default_factory=list)
@@ -280,6 +281,7 @@ class _ListenSession:
     # -- audio analysis -------------------------------------------------------------
     def feed(self, data: bytes, wall: float) -> None:
         self.conn.audio_bytes += len(data)
+        self.conn.audio_messages.append(len(data))
         self.audio_digest.update(data)
         samples = np.frombuffer(data[: len(data) - len(data) % 2], dtype=np.int16)
         self.pending = np.concatenate([self.pending, samples])

@@ -87,6 +87,7 @@ class ChatRequest:
     turn: str | None = None
     reply: Reply | None = None
     first_token_wall: float | None = None
+    last_token_wall: float | None = None  # the reply's last text piece sent
     client_closed: bool = False  # the client went away before the end of the stream
 
     @property
@@ -142,6 +143,12 @@ def _error(
 def token_pieces(text: str) -> list[str]:
     # word-sized pieces with their leading space, like a BPE stream looks from outside
     return re.findall(r"\s*\S+", text) or ([text] if text else [])
+
+
+async def _sleep_until(wall: float) -> None:
+    delay = wall - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 def _fragments(arguments: str, size: int = 8) -> list[str]:
@@ -251,7 +258,7 @@ class OpenAIChatFake:
         }
 
     async def _complete(self, record: ChatRequest, reply: Reply) -> web.Response:
-        await asyncio.sleep(self.settings.time_to_first_token_s)
+        await _sleep_until(record.received_wall + self.settings.time_to_first_token_s)
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
         if isinstance(reply, Say):
             message["content"] = reply.text
@@ -313,15 +320,21 @@ class OpenAIChatFake:
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
         gap = 1 / self.settings.tokens_per_second if self.settings.tokens_per_second > 0 else 0.0
-        await asyncio.sleep(self.settings.time_to_first_token_s)
+        # Token i is due at first token + i * gap, on the clock rather than after i sleeps:
+        # every sleep overshoots by a scheduler tick, and a benchmark would charge that
+        # drift to the agent.
+        due = record.received_wall + self.settings.time_to_first_token_s
+        await _sleep_until(due)
         record.first_token_wall = time.monotonic()
         text = reply.text if isinstance(reply, Say) else reply.say_first
         pieces = token_pieces(text)
         await send({"role": "assistant", "content": "", "refusal": None})
         for index, piece in enumerate(pieces):
             if index and gap:  # tokens are spaced; nothing waits after the last one
-                await asyncio.sleep(gap)
+                due += gap
+                await _sleep_until(due)
             await send({"content": piece})
+        record.last_token_wall = time.monotonic()
         count = len(pieces)
         if isinstance(reply, CallTool):
             call = self._tool_call(reply)
@@ -340,7 +353,8 @@ class OpenAIChatFake:
             )
             for fragment in _fragments(arguments):
                 if gap:
-                    await asyncio.sleep(gap)
+                    due += gap
+                    await _sleep_until(due)
                 await send({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
                 count += 1
             await send({}, "tool_calls")

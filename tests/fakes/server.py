@@ -81,6 +81,7 @@ class VendorFakes(FakeURLs):
         app.router.add_get("/v1/listen", self.listen.handle)
         # not a vendor route: lets a benchmark read back the delays actually served
         app.router.add_get("/fake/served", self.served)
+        app.router.add_get("/fake/timeline", self.timeline_route)
         return app
 
     def served_delays(self) -> dict[str, list[float]]:
@@ -106,6 +107,23 @@ class VendorFakes(FakeURLs):
 
     async def served(self, request: web.Request) -> web.Response:
         return web.json_response(self.served_delays())
+
+    def timeline(self) -> dict[str, list[float]]:
+        """When each vendor step happened (time.monotonic(), the same clock in every process
+        of this machine), so a benchmark can split a turn's latency into its stages."""
+        utterances = [u for c in self.listen.connections for u in c.utterances]
+        chats, speeches = self.chat.requests, self.speech.requests
+        return {
+            "stt_speech_end": [u.end_wall for u in utterances if u.end_wall is not None],
+            "stt_final_sent": [u.final_sent_wall for u in utterances if u.final_sent_wall],
+            "llm_received": [r.received_wall for r in chats],
+            "llm_last_token": [r.last_token_wall for r in chats if r.last_token_wall],
+            "tts_received": [r.received_wall for r in speeches],
+            "tts_first_byte": [r.first_byte_wall for r in speeches if r.first_byte_wall],
+        }
+
+    async def timeline_route(self, request: web.Request) -> web.Response:
+        return web.json_response(self.timeline())
 
     async def start(self) -> VendorFakes:
         self._runner, self.port = await serve(self.app(), self.host, self.port)
@@ -160,11 +178,17 @@ class RemoteFakes(FakeURLs):
     port: int
     host: str = "127.0.0.1"
 
-    async def served_delays(self) -> dict[str, list[float]]:
+    async def _get(self, path: str) -> dict[str, list[float]]:
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://{self.host}:{self.port}/fake/served") as res:
+            async with http.get(f"http://{self.host}:{self.port}{path}") as res:
                 data: dict[str, list[float]] = await res.json()
                 return data
+
+    async def served_delays(self) -> dict[str, list[float]]:
+        return await self._get("/fake/served")
+
+    async def timeline(self) -> dict[str, list[float]]:
+        return await self._get("/fake/timeline")
 
 
 @contextlib.asynccontextmanager

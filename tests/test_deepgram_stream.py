@@ -14,6 +14,7 @@ from livekit.plugins.deepgram.version import __version__ as deepgram_plugin_vers
 
 from agent.deepgram_stream import PLUGIN_VERSION, PromptDeepgramSTT
 from tests.fakes.audio_io import CallerMicrophone
+from tests.fakes.deepgram_listen import ListenConnection
 from tests.fakes.server import running_vendor_fakes
 
 pytestmark = pytest.mark.voice
@@ -31,7 +32,7 @@ def test_the_copied_stream_matches_the_installed_plugin():
 
 async def _stream(
     stt_class: type[deepgram.STT], *, seconds: float, flush_at: float | None = None
-) -> tuple[list[tuple[float, SpeechEvent]], float, int, object]:
+) -> tuple[list[tuple[float, SpeechEvent]], float, int, ListenConnection]:
     """The caller says LINE in 20 ms frames; returns the events with their arrival times,
     the speech's end, the frames pushed and the fake's record of the connection."""
     async with running_vendor_fakes(transcripts=[LINE]) as fakes:

@@ -44,10 +44,12 @@ class TurnSettings(_Strict):
     min_endpointing_delay_s: Annotated[float, Field(ge=0, le=5)]
     max_endpointing_delay_s: Annotated[float, Field(gt=0, le=10)]
     preemptive_generation: bool
+    preemptive_tts: bool
     min_interruption_s: Annotated[float, Field(ge=0, le=5)]
     tts_response_format: Literal["pcm", "wav", "mp3", "opus", "aac", "flac"]
     input_frame_ms: Annotated[int, Field(ge=10, le=100)]
     input_sample_rate: Literal[16000, 24000, 48000]
+    vad_block_ms: Annotated[int, Field(ge=0, le=200)]
 
 
 class Phrases(_Strict):

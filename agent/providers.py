@@ -16,6 +16,7 @@ from livekit.agents.voice.turn import TurnHandlingOptions
 from livekit.plugins import deepgram, openai
 
 from agent.conversation import TurnSettings
+from agent.deepgram_stream import PromptDeepgramSTT
 from agents_catalog.models import Persona
 from settings import ConfigError, Settings
 
@@ -38,12 +39,13 @@ def require_provider_keys(settings: Settings) -> None:
 
 
 def build_stt(persona: Persona, settings: Settings) -> deepgram.STT:
+    # PromptDeepgramSTT: the plugin's STT, sending each audio frame as it arrives
     kwargs: dict[str, Any] = {}
     if persona.stt.keyterms:
         kwargs["keyterm"] = list(persona.stt.keyterms)
     if settings.deepgram_base_url:
         kwargs["base_url"] = settings.deepgram_base_url
-    return deepgram.STT(
+    return PromptDeepgramSTT(
         model=persona.stt.model,
         language=persona.language,
         api_key=settings.deepgram_api_key,
@@ -100,7 +102,10 @@ def turn_handling(turns: TurnSettings, *, audio: bool = True) -> TurnHandlingOpt
             "max_delay": turns.max_endpointing_delay_s,
         },
         "interruption": {"mode": "vad", "min_duration": turns.min_interruption_s},
-        "preemptive_generation": {"enabled": turns.preemptive_generation},
+        "preemptive_generation": {
+            "enabled": turns.preemptive_generation,
+            "preemptive_tts": turns.preemptive_generation and turns.preemptive_tts,
+        },
     }
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, JobRequest
 from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
-from livekit.plugins import silero
 
 from agent.assembly import assemble_call
 from agent.call import Call
@@ -26,6 +25,7 @@ from agent.dispatch import JobRejected, JobSpec, parse_job_metadata
 from agent.ending import END_REASON_ATTRIBUTE, EndReason
 from agent.providers import build_llm, build_stt, build_tts, require_provider_keys
 from agent.recording import RecordOutbox, SessionRecorder
+from agent.vad_blocks import BlockedSileroVAD
 from agents_catalog import Catalog, load_catalog
 from agents_catalog.showcase import Showcase
 from ops.policy import load_ops_policy
@@ -74,8 +74,9 @@ _MAIN: dict[str, WorkerData] = {}
 def prewarm(proc: JobProcess) -> None:
     """Once per job process, before any call: the VAD model and the data files."""
     started = time.perf_counter()
-    proc.userdata["vad"] = silero.VAD.load()
-    proc.userdata["data"] = load_worker_data()
+    data = load_worker_data()
+    proc.userdata["vad"] = BlockedSileroVAD.load_in_blocks(data.conversation.turns.vad_block_ms)
+    proc.userdata["data"] = data
     proc.userdata["prewarm_s"] = time.perf_counter() - started
     log.info("job process prewarmed", extra={"prewarm_s": round(proc.userdata["prewarm_s"], 3)})
 
@@ -124,7 +125,9 @@ async def on_request(request: JobRequest) -> None:
 
 async def entrypoint(ctx: JobContext) -> None:
     data: WorkerData = ctx.proc.userdata.get("data") or load_worker_data()
-    vad_model = ctx.proc.userdata.get("vad") or silero.VAD.load()
+    vad_model = ctx.proc.userdata.get("vad") or BlockedSileroVAD.load_in_blocks(
+        data.conversation.turns.vad_block_ms
+    )
     try:
         spec = check_job(ctx.job.metadata, data)
     except JobRejected as exc:

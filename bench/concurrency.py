@@ -9,11 +9,13 @@ the agent's event loop), and the vendors are the local fakes, in a process of th
 whose CPU is not counted.
 
 Steps: first one call that only listens (VAD and Deepgram stream running, the caller
-silent) to price an idle line; then N = 1, 2, 4, ... simultaneous talking calls, each
+silent) to price an idle line, under the default settings and the input framing / VAD
+block alternatives side by side; then N = 1, 2, 4, ... simultaneous talking calls, each
 saying a few lines with random pauses, until the p95 overhead (measured latency minus the
 ideal of bench/voice_latency.py) reaches twice the single-call figure, or --max-calls.
 
     .venv/bin/python bench/concurrency.py [--turns 5] [--sizes 2,4,8,...] [--max-calls 48]
+        [--listen-seconds 15] [--listen-rounds 2]
 """
 
 from __future__ import annotations
@@ -35,12 +37,22 @@ sys.path.insert(0, str(ROOT))
 
 from bench.voice_latency import (  # noqa: E402
     CALLER_LINES,
+    CONFIGS,
     PERSONA,
     Delays,
     ideal_latency,
     ms,
     percentile,
 )
+
+# Settings whose listening cost is compared (changes to conversation.yaml's `turns`):
+# the input framing and the VAD's blocks are what a silent line spends its CPU on.
+LISTEN_CONFIGS = {
+    "default": CONFIGS["default"],
+    "vad-per-frame": CONFIGS["vad-per-frame"],
+    "input-50ms": CONFIGS["input-50ms"],
+    "input-50ms-vad-per-frame": {"input_frame_ms": 50, "vad_block_ms": 0},
+}
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -69,19 +81,21 @@ def rss_mb(pid: int) -> float:
 # -- one call per process ------------------------------------------------------------------
 
 
-async def child_main(port: int, mode: str, turns: int, listen_s: float, seed: int) -> None:
+async def child_main(
+    port: int, mode: str, turns: int, listen_s: float, seed: int, config: str
+) -> None:
     from agent.conversation import default_conversation
     from tests.fakes.audio_io import CallerMicrophone
     from tests.fakes.server import RemoteFakes
     from tests.voice_harness import shared_vad, start_voice_call
 
     logging.basicConfig(level=logging.ERROR)
-    shared_vad()  # the job process's prewarm
+    settings = default_conversation().turns.model_copy(update=LISTEN_CONFIGS[config])
+    shared_vad(settings.vad_block_ms)  # the job process's prewarm
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
     if mode == "microphone":
         # the stand-in for RoomIO's input alone, to know its share of a listening call
-        settings = default_conversation().turns
         mic = CallerMicrophone(
             frame_ms=settings.input_frame_ms, sample_rate=settings.input_sample_rate
         )
@@ -96,7 +110,7 @@ async def child_main(port: int, mode: str, turns: int, listen_s: float, seed: in
     rng = random.Random(seed)
     await asyncio.sleep(rng.uniform(0, 2.0))  # calls do not start in lockstep
     # the worker's settings, input frames included (conversation.yaml turns)
-    call = await start_voice_call(RemoteFakes(port), PERSONA)
+    call = await start_voice_call(RemoteFakes(port), PERSONA, turns=settings)
     latencies: list[float] = []
     try:
         await call.speaker.wait_for_segment_after(call.started_wall, 15)
@@ -159,10 +173,13 @@ class Child:
                 return line
 
 
-async def spawn(port: int, mode: str, turns: int, listen_s: float, seed: int) -> Child:
+async def spawn(
+    port: int, mode: str, turns: int, listen_s: float, seed: int, config: str = "default"
+) -> Child:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--child", "--port", str(port), "--mode", mode,
         "--turns", str(turns), "--listen-seconds", str(listen_s), "--seed", str(seed),
+        "--config", config,
         cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     child = Child(proc)
@@ -195,8 +212,8 @@ class Step:
     wall_s: float
 
 
-async def listening_step(port: int, listen_s: float, mode: str) -> tuple[float, float]:
-    (child,) = [await spawn(port, mode, 0, listen_s, 0)]
+async def listening_step(port: int, listen_s: float, mode: str, config: str) -> tuple[float, float]:
+    (child,) = [await spawn(port, mode, 0, listen_s, 0, config)]
     try:
         await child.expect("ready", 120)
         await go([child])
@@ -249,6 +266,42 @@ async def talking_step(port: int, calls: int, turns: int) -> Step:
     )
 
 
+async def listening_table(port: int, listen_s: float, rounds: int) -> None:
+    """A silent caller's line under each LISTEN_CONFIGS setting, interleaved in rounds;
+    the microphone (RoomIO's stand-in) priced alone at the same framing."""
+    from agent.conversation import default_conversation
+
+    cpu: dict[str, list[float]] = {name: [] for name in LISTEN_CONFIGS}
+    mic: dict[str, list[float]] = {name: [] for name in LISTEN_CONFIGS}
+    pss: dict[str, list[float]] = {name: [] for name in LISTEN_CONFIGS}
+    for _ in range(rounds):
+        for name in LISTEN_CONFIGS:
+            used, memory = await listening_step(port, listen_s, "listen", name)
+            cpu[name].append(used)
+            pss[name].append(memory)
+            mic[name].append((await listening_step(port, listen_s, "microphone", name))[0])
+    print(
+        f"listening call (VAD + Deepgram stream running, caller silent for {listen_s:g} s, "
+        f"mean of {rounds} interleaved rounds), % of one core:"
+    )
+    print()
+    print("| configuration | input | VAD blocks | listening call | of which microphone "
+          "| without the microphone | PSS |")  # fmt: skip
+    print("|" + "---|" * 7)
+    for name, update in LISTEN_CONFIGS.items():
+        t = default_conversation().turns.model_copy(update=update)
+        call, alone = statistics.mean(cpu[name]), statistics.mean(mic[name])
+        print(
+            f"| {name} | {t.input_frame_ms} ms @ {t.input_sample_rate // 1000} kHz "
+            f"| {f'{t.vad_block_ms} ms' if t.vad_block_ms else 'per frame'} "
+            f"| {call * 100:.1f} % | {alone * 100:.1f} % | {(call - alone) * 100:.1f} % "
+            f"| {statistics.mean(pss[name]):.0f} MB |"
+        )
+    print()
+    print(f"listening call, default settings: {statistics.mean(cpu['default']) * 100:.1f} %")
+    print()
+
+
 async def parent_main(args: argparse.Namespace) -> None:
     from agent.conversation import default_conversation
     from tests.fakes.server import spawn_vendor_fakes
@@ -262,14 +315,7 @@ async def parent_main(args: argparse.Namespace) -> None:
     sizes = [n for n in sizes if n <= args.max_calls]
     steps: list[Step] = []
     async with spawn_vendor_fakes(delays.fake_config()) as fakes:
-        listen_cpu, listen_pss = await listening_step(fakes.port, args.listen_seconds, "listen")
-        mic_cpu, _ = await listening_step(fakes.port, args.listen_seconds, "microphone")
-        print(
-            f"listening call (VAD + Deepgram stream running, caller silent for "
-            f"{args.listen_seconds:g} s): {listen_cpu * 100:.1f} % of one core, "
-            f"{listen_pss:.0f} MB PSS; of which the test microphone (RoomIO's stand-in) "
-            f"{mic_cpu * 100:.1f} %"
-        )
+        await listening_table(fakes.port, args.listen_seconds, args.listen_rounds)
         print(f"ideal latency with the default settings: {ms(ideal)} ms; {cores} cores")
         print()
         print(
@@ -278,7 +324,10 @@ async def parent_main(args: argparse.Namespace) -> None:
         )
         print("|" + "---|" * 9)
         for size in sizes:
-            step = await talking_step(fakes.port, size, args.turns)
+            # the single call is the baseline the others are held against: its p95 comes
+            # from as many turns as the larger steps have, not from its own 5
+            turns = args.turns if size > 1 else args.turns * args.baseline_factor
+            step = await talking_step(fakes.port, size, turns)
             steps.append(step)
             over_p95 = percentile(step.latencies, 95) - ideal
             print(
@@ -309,16 +358,28 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=5, help="lines each caller says")
     parser.add_argument("--max-calls", type=int, default=48)
     parser.add_argument(
+        "--baseline-factor",
+        type=int,
+        default=4,
+        help="the single call says this many times --turns",
+    )
+    parser.add_argument(
         "--sizes", default="2,4,8,12,16,20,24,32,40,48", help="numbers of calls to try (1 first)"
     )
-    parser.add_argument("--listen-seconds", type=float, default=10)
+    parser.add_argument("--listen-seconds", type=float, default=15)
+    parser.add_argument("--listen-rounds", type=int, default=2)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="talk", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--config", default="default", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        asyncio.run(child_main(args.port, args.mode, args.turns, args.listen_seconds, args.seed))
+        asyncio.run(
+            child_main(
+                args.port, args.mode, args.turns, args.listen_seconds, args.seed, args.config
+            )
+        )
     else:
         asyncio.run(parent_main(args))
 

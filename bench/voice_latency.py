@@ -13,7 +13,8 @@ caller's line to the first agent frame reaching the output.
 `ideal` is what a framework costing nothing would achieve with the same settings and
 vendor delays: the turn can close once the VAD has heard its silence, the endpointing
 delay has passed and Deepgram's final is in; the LLM starts at the final (preemptive
-generation) or at the turn's close; its first sentence is streamed; then TTS's first byte.
+generation) or at the turn's close; its first sentence is streamed; then TTS's first byte
+(TTS starts on that sentence with preemptive TTS, else once the turn has closed too).
 Several turn settings are compared side by side in one run, interleaved in rounds so a
 noisy machine hits them all alike.
 
@@ -52,15 +53,16 @@ REPLY = "Certainly, I can help you with that right away."
 # Turn settings compared, as changes to agent/conversation.yaml's `turns`.
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
+    # the caller's audio framing and rate as RoomIO delivers it (worker: 20 ms at 16 kHz);
+    # Deepgram gets each frame as it comes, so 50 ms frames also mean 50 ms chunks
+    "input-50ms": {"input_frame_ms": 50},
+    "input-24khz": {"input_sample_rate": 24000},
+    "vad-per-frame": {"vad_block_ms": 0},
+    "no-preemptive-tts": {"preemptive_tts": False},
     "no-preemptive": {"preemptive_generation": False},
     "tts-mp3": {"tts_response_format": "mp3"},
-    "endpointing-0.3": {"min_endpointing_delay_s": 0.3},
     "endpointing-0.8": {"min_endpointing_delay_s": 0.8},
     "stt-turns": {"turn_detection": "stt"},
-    # the caller's audio framing and rate as RoomIO delivers it (worker: 50 ms at 16 kHz)
-    "input-20ms": {"input_frame_ms": 20},
-    "input-24khz": {"input_sample_rate": 24000},
-    "input-20ms-24khz": {"input_frame_ms": 20, "input_sample_rate": 24000},
 }
 
 
@@ -107,6 +109,9 @@ def ideal_latency(turns: TurnSettings, delays: Delays, vad_silence_s: float) -> 
         closes = max(delays.stt_final_s, turns.min_endpointing_delay_s)
     llm_starts = delays.stt_final_s if turns.preemptive_generation else closes
     sentence_ready = llm_starts + delays.llm_first_token_s + delays.first_sentence_s
+    if turns.preemptive_generation and turns.preemptive_tts:
+        # TTS starts on the first sentence; its audio plays once the turn is confirmed
+        return max(closes, sentence_ready + delays.tts_first_byte_s)
     return max(closes, sentence_ready) + delays.tts_first_byte_s
 
 
@@ -120,6 +125,60 @@ class Result:
     vad_ends: list[float] = field(default_factory=list)
     commits: list[float] = field(default_factory=list)
     missed: int = 0
+    # per turn: (speech end, first agent frame, the agent's final transcript) walls, to
+    # place the vendors' own timeline (RemoteFakes.timeline) between them afterwards
+    walls: list[tuple[float, float, float | None]] = field(default_factory=list)
+
+
+# Where a turn's time goes: each step's moment, from the end of the caller's speech.
+STAGES = [
+    ("stt_speech_end", "audio end at Deepgram"),
+    ("stt_final_sent", "final sent"),
+    ("agent_final", "final at agent"),
+    ("llm_received", "LLM request"),
+    ("llm_last_token", "LLM last token"),
+    ("tts_received", "TTS request"),
+    ("tts_first_byte", "TTS first byte"),
+    ("first_frame", "first frame"),
+]
+
+
+def stage_times(
+    walls: list[tuple[float, float, float | None]], timeline: dict[str, list[float]]
+) -> dict[str, list[float]]:
+    """Per stage, its offset from the speech end in each turn where every step was seen.
+    The reply's TTS request is the first one after the speech end; the LLM request behind
+    it is the last one before it (an earlier preemptive attempt may have been dropped)."""
+    out: dict[str, list[float]] = {key: [] for key, _ in STAGES}
+    for end, frame, agent_final in walls:
+
+        def within(kind: str, low: float, high: float) -> list[float]:
+            return sorted(t for t in timeline.get(kind, []) if low <= t <= high)
+
+        # the fake may place the last voiced 10 ms slightly before the microphone's count
+        heard = within("stt_speech_end", end - 0.3, frame)
+        tts = within("tts_received", end, frame)
+        if not heard or not tts or agent_final is None:
+            continue
+        llm = within("llm_received", end - 0.3, tts[0])
+        last_token = within("llm_last_token", end - 0.3, tts[0])
+        first_byte = within("tts_first_byte", tts[0], frame)
+        finals = within("stt_final_sent", heard[0], frame)
+        if not (llm and last_token and first_byte and finals):
+            continue
+        moments = {
+            "stt_speech_end": heard[0],
+            "stt_final_sent": finals[0],
+            "agent_final": agent_final,
+            "llm_received": llm[-1],
+            "llm_last_token": last_token[-1],
+            "tts_received": tts[0],
+            "tts_first_byte": first_byte[0],
+            "first_frame": frame,
+        }
+        for key, wall in moments.items():
+            out[key].append(wall - end)
+    return out
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -134,7 +193,12 @@ async def run_turns(fakes: RemoteFakes, result: Result, count: int, offset: int)
     call = await start_voice_call(fakes, PERSONA, turns=result.turns)
     vad_ends: list[float] = []
     commits: list[float] = []
+    finals: list[float] = []
     session = call.parts.session
+    session.on(
+        "user_input_transcribed",
+        lambda ev: finals.append(time.monotonic()) if ev.is_final else None,
+    )
     session.on(
         "user_state_changed",
         lambda ev: vad_ends.append(time.monotonic()) if ev.new_state == "listening" else None,
@@ -162,6 +226,8 @@ async def run_turns(fakes: RemoteFakes, result: Result, count: int, offset: int)
                 result.missed += 1
                 continue
             result.latencies.append(segment.first_frame_wall - spoken.speech_end_wall)
+            final = next((t for t in finals if t >= spoken.speech_end_wall), None)
+            result.walls.append((spoken.speech_end_wall, segment.first_frame_wall, final))
             vad_end = first_after(vad_ends, spoken.speech_end_wall)
             commit = first_after(commits, spoken.speech_end_wall)
             if vad_end is not None and commit is not None:
@@ -171,6 +237,12 @@ async def run_turns(fakes: RemoteFakes, result: Result, count: int, offset: int)
             await asyncio.sleep(0.6)  # the caller takes a breath before the next line
     finally:
         await call.close()
+
+
+def preemptive(turns: TurnSettings) -> str:
+    if not turns.preemptive_generation:
+        return "off"
+    return "LLM + TTS" if turns.preemptive_tts else "LLM"
 
 
 def ms(seconds: float) -> str:
@@ -212,6 +284,7 @@ async def main() -> None:
             for result in results.values():
                 await run_turns(fakes, result, per_round, round_index * per_round)
         served = await fakes.served_delays()
+        timeline = await fakes.timeline()
 
     print(
         f"vendor delays configured: STT final {ms(delays.stt_final_s)} ms after speech end, "
@@ -230,27 +303,38 @@ async def main() -> None:
     )
     print()
     header = (
-        "| configuration | input | turn detection | min endpointing | preemptive "
-        "| TTS format | turns "
+        "| configuration | input | VAD blocks | turn detection | min endpointing "
+        "| preemptive | TTS format | turns "
         "| median | p95 | ideal | overhead median | overhead p95 | VAD end | turn closed |"
     )
     print(header)
-    print("|" + "---|" * 14)
+    print("|" + "---|" * 15)
     for result in results.values():
         t = result.turns
         lat = result.latencies
         over = [x - result.ideal_s for x in lat]
         print(
             f"| {result.name} | {t.input_frame_ms} ms @ {t.input_sample_rate // 1000} kHz "
+            f"| {f'{t.vad_block_ms} ms' if t.vad_block_ms else 'per frame'} "
             f"| {t.turn_detection} "
             f"| {ms(t.min_endpointing_delay_s)} ms "
-            f"| {'on' if t.preemptive_generation else 'off'} | {t.tts_response_format} "
+            f"| {preemptive(t)} | {t.tts_response_format} "
             f"| {len(lat)}{f' ({result.missed} missed)' if result.missed else ''} "
             f"| {ms(statistics.median(lat))} ms | {ms(percentile(lat, 95))} ms "
             f"| {ms(result.ideal_s)} ms | {ms(statistics.median(over))} ms "
             f"| {ms(percentile(over, 95))} ms | {ms(statistics.median(result.vad_ends))} ms "
             f"| {ms(statistics.median(result.commits))} ms |"
         )
+    print()
+    print("Where the time goes: median moment of each step after the caller's speech ended")
+    print()
+    print("| configuration | turns | " + " | ".join(label for _, label in STAGES) + " |")
+    print("|" + "---|" * (len(STAGES) + 2))
+    for result in results.values():
+        stages = stage_times(result.walls, timeline)
+        seen = len(stages["first_frame"])
+        cells = [f"{ms(statistics.median(v))} ms" if v else "-" for v in stages.values()]
+        print(f"| {result.name} | {seen} | " + " | ".join(cells) + " |")
     print()
     if "default" in results and results["default"].latencies:
         default = results["default"]

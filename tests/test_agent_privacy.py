@@ -10,6 +10,7 @@ import pytest
 from livekit.plugins import silero
 
 from agent.conversation import default_conversation
+from agent.deepgram_stream import PromptDeepgramSTT
 from agent.providers import build_llm, build_session, build_stt, build_tts
 from settings import Settings
 from tests.agent_support import CATALOG, RELAXED, Step, Tool, Turn, finished, start_call
@@ -31,6 +32,8 @@ async def test_providers_of_every_persona_opt_out_of_data_use(persona_id):
     llm = build_llm(persona, SETTINGS)
     tts = build_tts(persona, SETTINGS, TURNS)
     try:
+        # the plugin's STT, sending each frame as it arrives (agent/deepgram_stream.py)
+        assert isinstance(stt, PromptDeepgramSTT)
         assert stt._opts.mip_opt_out is True
         assert stt._opts.language == persona.language and stt.model == persona.stt.model
         assert stt._opts.keyterm == persona.stt.keyterms
@@ -54,6 +57,9 @@ async def test_turn_handling_is_local():
     assert session._interruption_detection == "vad"
     assert session._vad is vad
     assert session._opts.user_away_timeout == 12
+    # the LLM and the TTS both start before the VAD confirms the turn
+    assert session.options.preemptive_generation["enabled"] is True
+    assert session.options.preemptive_generation["preemptive_tts"] is True
 
 
 async def test_a_call_logs_no_conversation_text(caplog):

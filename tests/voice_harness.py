@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 from livekit.agents import utils, vad
-from livekit.plugins import silero
 from redis.asyncio import Redis
 
 from agent.assembly import CallParts, agency_today, assemble_call
@@ -25,6 +24,7 @@ from agent.conversation import Conversation, GuardTimings, TurnSettings, default
 from agent.dispatch import JobSpec
 from agent.providers import build_llm, build_stt, build_tts
 from agent.recording import RecordOutbox, SessionRecorder
+from agent.vad_blocks import BlockedSileroVAD
 from agents_catalog import load_catalog
 from policies import load_policies
 from policies.admission import Admission, Admitted
@@ -41,15 +41,17 @@ POLICIES = load_policies()
 # Guards that stay out of the way of a scripted conversation.
 CALM = GuardTimings(max_duration_warning_s=0, user_away_timeout_s=60, hangup_grace_s=5)
 
-_vad: vad.VAD | None = None
+_vads: dict[int, BlockedSileroVAD] = {}
 
 
-def shared_vad() -> vad.VAD:
-    """Silero loaded once per process, as the worker's prewarm does."""
-    global _vad
-    if _vad is None:
-        _vad = silero.VAD.load()
-    return _vad
+def shared_vad(block_ms: int | None = None) -> vad.VAD:
+    """Silero loaded once per process, as the worker's prewarm does (one per block size:
+    benchmarks compare them; None: the default conversation's)."""
+    if block_ms is None:
+        block_ms = default_conversation().turns.vad_block_ms
+    if block_ms not in _vads:
+        _vads[block_ms] = BlockedSileroVAD.load_in_blocks(block_ms)
+    return _vads[block_ms]
 
 
 def tomorrow() -> str:
@@ -186,7 +188,7 @@ async def start_voice_call(
         stt=build_stt(persona, settings),
         llm=build_llm(persona, settings),
         tts=build_tts(persona, settings, conversation.turns),
-        vad_model=shared_vad(),
+        vad_model=shared_vad(conversation.turns.vad_block_ms),
         timings=timings,
         recorder=recorder,
     )

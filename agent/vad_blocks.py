@@ -5,8 +5,9 @@ hears the end of speech early. Silero does not need them small: it runs its mode
 32 ms windows, once per window however the audio is cut. Fed 20 ms frames, it wakes for
 every frame and runs each window alone, 32 ms after the previous one, with the model's
 weights gone from the CPU caches: 0.7 ms of CPU per window on this machine against
-0.2 ms for windows run back to back (bench/concurrency.py, "listening call"). Fed blocks
-of turns.vad_block_ms, it wakes once per block and runs that block's windows together.
+0.2 ms for windows run back to back. Fed blocks of turns.vad_block_ms, it wakes once per
+block and runs that block's windows together: a silent line's agent CPU went from ~4.3 %
+to ~3 % of a core (bench/concurrency.py, listening table).
 
 What it costs: the VAD hears the audio up to one block later. Its end of speech comes
 after 550 ms of silence anyway and is hidden behind preemptive generation (the LLM and

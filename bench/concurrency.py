@@ -43,6 +43,7 @@ from bench.voice_latency import (  # noqa: E402
     ideal_latency,
     ms,
     percentile,
+    timed_turn,
 )
 
 # Settings whose listening cost is compared (changes to conversation.yaml's `turns`):
@@ -121,14 +122,10 @@ async def child_main(
             print("done", flush=True)
         else:
             for i in range(turns):
-                spoken = call.say(CALLER_LINES[(seed + i) % len(CALLER_LINES)])
-                await spoken.done.wait()
-                assert spoken.speech_end_wall is not None
-                try:
-                    segment = await call.speaker.wait_for_segment_after(spoken.speech_end_wall, 15)
-                except TimeoutError:
+                turn = await timed_turn(call, CALLER_LINES[(seed + i) % len(CALLER_LINES)], 15)
+                if turn is None:
                     continue
-                latencies.append(segment.first_frame_wall - spoken.speech_end_wall)
+                latencies.append(turn[1] - turn[0])
                 await call.speaker.wait_until_quiet(30)
                 await asyncio.sleep(rng.uniform(0.4, 1.2))
     finally:

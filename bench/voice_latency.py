@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from agent.conversation import TurnSettings, default_conversation  # noqa: E402
 from tests.fakes.openai_chat import token_pieces  # noqa: E402
 from tests.fakes.server import RemoteFakes, spawn_vendor_fakes  # noqa: E402
-from tests.voice_harness import shared_vad, start_voice_call  # noqa: E402
+from tests.voice_harness import VoiceCall, shared_vad, start_voice_call  # noqa: E402
 
 PERSONA = "realty-desk-en"
 CALLER_LINES = [
@@ -189,6 +189,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank]
 
 
+async def timed_turn(call: VoiceCall, line: str, timeout: float) -> tuple[float, float] | None:
+    """The caller says `line`; (end of its speech, the agent's first frame after it) as
+    time.monotonic() walls, or None when no answer came within `timeout`."""
+    spoken = call.say(line)
+    await spoken.done.wait()
+    assert spoken.speech_end_wall is not None
+    try:
+        segment = await call.speaker.wait_for_segment_after(spoken.speech_end_wall, timeout)
+    except TimeoutError:
+        return None
+    return spoken.speech_end_wall, segment.first_frame_wall
+
+
 async def run_turns(fakes: RemoteFakes, result: Result, count: int, offset: int) -> None:
     call = await start_voice_call(fakes, PERSONA, turns=result.turns)
     vad_ends: list[float] = []
@@ -217,19 +230,16 @@ async def run_turns(fakes: RemoteFakes, result: Result, count: int, offset: int)
         await call.speaker.wait_for_segment_after(call.started_wall, 10)
         await call.speaker.wait_until_quiet(20)
         for i in range(count):
-            spoken = call.say(CALLER_LINES[(offset + i) % len(CALLER_LINES)])
-            await spoken.done.wait()
-            assert spoken.speech_end_wall is not None
-            try:
-                segment = await call.speaker.wait_for_segment_after(spoken.speech_end_wall, 10)
-            except TimeoutError:
+            turn = await timed_turn(call, CALLER_LINES[(offset + i) % len(CALLER_LINES)], 10)
+            if turn is None:
                 result.missed += 1
                 continue
-            result.latencies.append(segment.first_frame_wall - spoken.speech_end_wall)
-            final = next((t for t in finals if t >= spoken.speech_end_wall), None)
-            result.walls.append((spoken.speech_end_wall, segment.first_frame_wall, final))
-            vad_end = first_after(vad_ends, spoken.speech_end_wall)
-            commit = first_after(commits, spoken.speech_end_wall)
+            speech_end, first_frame = turn
+            result.latencies.append(first_frame - speech_end)
+            final = next((t for t in finals if t >= speech_end), None)
+            result.walls.append((speech_end, first_frame, final))
+            vad_end = first_after(vad_ends, speech_end)
+            commit = first_after(commits, speech_end)
             if vad_end is not None and commit is not None:
                 result.vad_ends.append(vad_end)
                 result.commits.append(commit)

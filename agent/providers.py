@@ -39,12 +39,12 @@ def require_provider_keys(settings: Settings) -> None:
 
 
 def build_stt(persona: Persona, settings: Settings) -> deepgram.STT:
-    # PromptDeepgramSTT: the plugin's STT, sending each audio frame as it arrives
     kwargs: dict[str, Any] = {}
     if persona.stt.keyterms:
         kwargs["keyterm"] = list(persona.stt.keyterms)
     if settings.deepgram_base_url:
         kwargs["base_url"] = settings.deepgram_base_url
+    # the plugin's STT, each audio frame sent as it arrives (agent/deepgram_stream.py)
     return PromptDeepgramSTT(
         model=persona.stt.model,
         language=persona.language,

@@ -71,11 +71,15 @@ def load_worker_data(settings: Settings | None = None) -> WorkerData:
 _MAIN: dict[str, WorkerData] = {}
 
 
+def load_vad(data: WorkerData) -> BlockedSileroVAD:
+    return BlockedSileroVAD.load_in_blocks(data.conversation.turns.vad_block_ms)
+
+
 def prewarm(proc: JobProcess) -> None:
     """Once per job process, before any call: the VAD model and the data files."""
     started = time.perf_counter()
     data = load_worker_data()
-    proc.userdata["vad"] = BlockedSileroVAD.load_in_blocks(data.conversation.turns.vad_block_ms)
+    proc.userdata["vad"] = load_vad(data)
     proc.userdata["data"] = data
     proc.userdata["prewarm_s"] = time.perf_counter() - started
     log.info("job process prewarmed", extra={"prewarm_s": round(proc.userdata["prewarm_s"], 3)})
@@ -125,9 +129,7 @@ async def on_request(request: JobRequest) -> None:
 
 async def entrypoint(ctx: JobContext) -> None:
     data: WorkerData = ctx.proc.userdata.get("data") or load_worker_data()
-    vad_model = ctx.proc.userdata.get("vad") or BlockedSileroVAD.load_in_blocks(
-        data.conversation.turns.vad_block_ms
-    )
+    vad_model = ctx.proc.userdata.get("vad") or load_vad(data)
     try:
         spec = check_job(ctx.job.metadata, data)
     except JobRejected as exc:

@@ -150,11 +150,11 @@ def stage_times(
     The reply's TTS request is the first one after the speech end; the LLM request behind
     it is the last one before it (an earlier preemptive attempt may have been dropped)."""
     out: dict[str, list[float]] = {key: [] for key, _ in STAGES}
+
+    def within(kind: str, low: float, high: float) -> list[float]:
+        return sorted(t for t in timeline.get(kind, []) if low <= t <= high)
+
     for end, frame, agent_final in walls:
-
-        def within(kind: str, low: float, high: float) -> list[float]:
-            return sorted(t for t in timeline.get(kind, []) if low <= t <= high)
-
         # the fake may place the last voiced 10 ms slightly before the microphone's count
         heard = within("stt_speech_end", end - 0.3, frame)
         tts = within("tts_received", end, frame)

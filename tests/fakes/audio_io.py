@@ -60,8 +60,12 @@ class CallerMicrophone(AudioInput):
         # cost more CPU than everything else the microphone does, and a benchmark charges
         # the microphone's CPU to the call it feeds (bench/concurrency.py).
         rng = np.random.default_rng(seed)
+        # (a whole number of frames: each frame's noise is one slice, no wrapping)
+        frames_per_second = -(-sample_rate // self.frame_samples)
         self._noise = (
-            rng.normal(0, noise_level / 3, sample_rate).clip(-32768, 32767).astype(np.int16)
+            rng.normal(0, noise_level / 3, frames_per_second * self.frame_samples)
+            .clip(-32768, 32767)
+            .astype(np.int16)
         )
         self._noise_at = 0
         self._queue: list[Spoken] = []
@@ -118,7 +122,7 @@ class CallerMicrophone(AudioInput):
 
     def _next_samples(self, delivered_at: float) -> np.ndarray:
         n = self.frame_samples
-        out = np.take(self._noise, np.arange(self._noise_at, self._noise_at + n), mode="wrap")
+        out = self._noise[self._noise_at : self._noise_at + n].copy()
         self._noise_at = (self._noise_at + n) % self._noise.size
         filled = 0
         while filled < n:

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from tests.fakes.clock import sleep_until
+
 MODEL_INFO = {"name": "general-nova-3", "version": "2025-01-01.0", "arch": "nova-3"}
 FRAME_S = 0.01  # energy is measured on 10 ms frames
 
@@ -228,9 +230,7 @@ class _ListenSession:
             if isinstance(message, asyncio.Event):
                 message.set()
                 continue
-            delay = wall - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await sleep_until(wall)
             if self.ws.closed:
                 continue
             utt = message.pop("_utt", None)
@@ -359,8 +359,7 @@ class _ListenSession:
     async def utterance_end(self, utt: Utterance) -> None:
         # Sent once that much silence followed the last word; new speech cancels it.
         assert utt.end_wall is not None and self.utterance_end_s is not None
-        delay = utt.end_wall + max(self.utterance_end_s, self.s.final_delay_s) - time.monotonic()
-        await asyncio.sleep(max(delay, 0.0))
+        await sleep_until(utt.end_wall + max(self.utterance_end_s, self.s.final_delay_s))
         self.send_at(
             time.monotonic(),
             {"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": round(utt.end_s or 0, 3)},

@@ -12,7 +12,6 @@ the agent schedules its requests.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.clock import sleep_until
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,6 @@ def token_pieces(text: str) -> list[str]:
     return re.findall(r"\s*\S+", text) or ([text] if text else [])
 
 
-async def _sleep_until(wall: float) -> None:
-    delay = wall - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
 def _fragments(arguments: str, size: int = 8) -> list[str]:
     return [arguments[i : i + size] for i in range(0, len(arguments), size)] or [""]
 
@@ -258,7 +253,7 @@ class OpenAIChatFake:
         }
 
     async def _complete(self, record: ChatRequest, reply: Reply) -> web.Response:
-        await _sleep_until(record.received_wall + self.settings.time_to_first_token_s)
+        await sleep_until(record.received_wall + self.settings.time_to_first_token_s)
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
         if isinstance(reply, Say):
             message["content"] = reply.text
@@ -320,11 +315,9 @@ class OpenAIChatFake:
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
         gap = 1 / self.settings.tokens_per_second if self.settings.tokens_per_second > 0 else 0.0
-        # Token i is due at first token + i * gap, on the clock rather than after i sleeps:
-        # every sleep overshoots by a scheduler tick, and a benchmark would charge that
-        # drift to the agent.
+        # token i is due at first token + i * gap (tests/fakes/clock.py says why)
         due = record.received_wall + self.settings.time_to_first_token_s
-        await _sleep_until(due)
+        await sleep_until(due)
         record.first_token_wall = time.monotonic()
         text = reply.text if isinstance(reply, Say) else reply.say_first
         pieces = token_pieces(text)
@@ -332,7 +325,7 @@ class OpenAIChatFake:
         for index, piece in enumerate(pieces):
             if index and gap:  # tokens are spaced; nothing waits after the last one
                 due += gap
-                await _sleep_until(due)
+                await sleep_until(due)
             await send({"content": piece})
         record.last_token_wall = time.monotonic()
         count = len(pieces)
@@ -354,7 +347,7 @@ class OpenAIChatFake:
             for fragment in _fragments(arguments):
                 if gap:
                     due += gap
-                    await _sleep_until(due)
+                    await sleep_until(due)
                 await send({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
                 count += 1
             await send({}, "tool_calls")

@@ -23,6 +23,7 @@ import numpy as np
 from aiohttp import web
 from av.audio.stream import AudioStream
 
+from tests.fakes.clock import sleep_until
 from tests.fakes.speech_audio import speech_async
 
 SAMPLE_RATE = 24000
@@ -212,9 +213,8 @@ class OpenAISpeechFake:
         body = record.body
         received = record.received_wall
         await response.prepare(request)
-        wait = received + self.settings.time_to_first_byte_s - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        due = received + self.settings.time_to_first_byte_s
+        await sleep_until(due)
         gap = (
             self.settings.chunk_s / self.settings.realtime_factor
             if self.settings.realtime_factor > 0
@@ -222,7 +222,8 @@ class OpenAISpeechFake:
         )
         for index, chunk in enumerate(chunks):
             if index and gap:
-                await asyncio.sleep(gap)
+                due += gap
+                await sleep_until(due)
             if sse:
                 event = {"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()}
                 payload = f"data: {json.dumps(event)}\n\n".encode()

@@ -15,8 +15,11 @@ lint: bootstrap
 	$(PY) -m mypy .
 	@if [ -f Dockerfile ]; then .venv/bin/hadolint Dockerfile; fi
 
+# The tests run in a network namespace of their own where only 127.0.0.0/8 exists
+# (scripts/offline): nothing they start, livekit-server and Chromium included, can reach
+# anything else.
 test: lint
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	scripts/offline $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Each prints its figures (ratios against a baseline measured in the same run).
 BENCHES := bench/token_server.py bench/worker.py bench/voice_latency.py bench/concurrency.py

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     agent_num_idle_processes: Annotated[int, Field(ge=0, le=64)] = 1
     # CPU load (0-1, averaged) above which the worker declines new calls.
     agent_load_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7
+    # When set, the worker is full at this many simultaneous calls instead of by CPU load
+    # (a host shared with other work, or capacity planned from measured calls per core).
+    agent_max_calls: Annotated[int, Field(ge=0, le=1000)] = 0
 
     @field_validator("trusted_proxies", "allowed_origins", mode="before")
     @classmethod

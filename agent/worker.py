@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, JobRequest
@@ -220,6 +221,19 @@ async def entrypoint(ctx: JobContext) -> None:
         parts.call.start_failed()
 
 
+def load_policy(settings: Settings) -> tuple[Callable[[AgentServer], float] | None, float]:
+    """How full the worker says it is: the framework's CPU load against
+    AGENT_LOAD_THRESHOLD, or with AGENT_MAX_CALLS its share of that many calls (full at 1)."""
+    if settings.agent_max_calls <= 0:
+        return None, settings.agent_load_threshold
+    max_calls = settings.agent_max_calls
+
+    def calls_load(server: AgentServer) -> float:
+        return min(1.0, len(server.active_jobs) / max_calls)
+
+    return calls_load, 1.0
+
+
 def build_server(settings: Settings | None = None, *, check_keys: bool = True) -> AgentServer:
     settings = settings or get_settings()
     if check_keys:
@@ -229,11 +243,13 @@ def build_server(settings: Settings | None = None, *, check_keys: bool = True) -
     # the forkserver for every job process; turns here are detected by the Silero VAD the
     # prewarm loads, so neither is ever used. An explicit setting still wins.
     os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")
+    load_fnc, load_threshold = load_policy(settings)
     server = AgentServer(
         setup_fnc=prewarm,
         num_idle_processes=settings.agent_num_idle_processes,
         port=settings.agent_health_port,
-        load_threshold=settings.agent_load_threshold,
+        load_fnc=load_fnc,
+        load_threshold=load_threshold,
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,
         api_secret=settings.livekit_api_secret,

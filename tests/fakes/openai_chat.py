@@ -106,7 +106,7 @@ class ChatRequest:
     @property
     def system_prompt(self) -> str:
         return "\n".join(
-            _text(m.get("content"))
+            content_text(m.get("content"))
             for m in self.messages
             if m.get("role") in ("system", "developer")
         )
@@ -124,7 +124,7 @@ class ChatRequest:
         }
 
 
-def _text(content: object) -> str:
+def content_text(content: object) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -156,7 +156,7 @@ def _position(messages: list[dict[str, Any]]) -> tuple[str, int]:
     for message in reversed(messages):
         role = message.get("role")
         if role == "user":
-            return _text(message.get("content")), step
+            return content_text(message.get("content")), step
         if role == "assistant" and message.get("tool_calls"):
             step += 1
     return "", step

@@ -34,6 +34,7 @@ from tests.fakes.openai_chat import (
     ChatTurn,
     OpenAIChatFake,
     Say,
+    content_text,
 )
 from tests.fakes.openai_speech import OpenAISpeechFake, SpeechSettings
 
@@ -82,6 +83,7 @@ class VendorFakes(FakeURLs):
         # not a vendor route: lets a benchmark read back the delays actually served
         app.router.add_get("/fake/served", self.served)
         app.router.add_get("/fake/timeline", self.timeline_route)
+        app.router.add_get("/fake/tool_outputs", self.tool_outputs_route)
         return app
 
     def served_delays(self) -> dict[str, list[float]]:
@@ -124,6 +126,27 @@ class VendorFakes(FakeURLs):
 
     async def timeline_route(self, request: web.Request) -> web.Response:
         return web.json_response(self.timeline())
+
+    def tool_outputs(self) -> list[dict[str, Any]]:
+        """Each tool result the agent sent back to the model, once, in order: what a tool
+        really answered in a call driven from outside this process (end-to-end tests)."""
+        seen: dict[str, dict[str, Any]] = {}
+        for request in self.chat.requests:
+            names: dict[str, str] = {}
+            for message in request.messages:
+                for call in message.get("tool_calls") or []:
+                    names[call.get("id", "")] = call.get("function", {}).get("name", "")
+                if message.get("role") == "tool":
+                    call_id = str(message.get("tool_call_id", ""))
+                    content = message.get("content")
+                    seen.setdefault(
+                        call_id,
+                        {"name": names.get(call_id, ""), "output": content_text(content)},
+                    )
+        return list(seen.values())
+
+    async def tool_outputs_route(self, request: web.Request) -> web.Response:
+        return web.json_response(self.tool_outputs())
 
     async def start(self) -> VendorFakes:
         self._runner, self.port = await serve(self.app(), self.host, self.port)

@@ -263,6 +263,7 @@ def running_stack(
     fakes_config: dict[str, Any] | None = None,
     with_worker: bool = True,
     env: Mapping[str, str] | None = None,
+    worker_env: Mapping[str, str] | None = None,
     name: str = "stack",
 ) -> Iterator[Stack]:
     """Start livekit-server, the token server (LiveKit's webhooks pointed at it), the vendor
@@ -300,6 +301,7 @@ def running_stack(
                     # Full by call count, not CPU: the shared test machine is often at
                     # 100 % and a CPU-loaded worker would decline every call.
                     "AGENT_MAX_CALLS": "4",
+                    **(worker_env or {}),
                 },
                 workdir / "worker.log",
             ).start()

@@ -12,6 +12,10 @@ Why each setting (LiveKit's `config-sample.yaml` documents them):
   a loopback port where nothing answers keeps their ICE gathering on this machine.
 - `webhook`: LiveKit signs its events with one of its keys; the token server verifies
   them with the same key and secret (`/livekit/webhook`).
+- `room.enabled_codecs`: audio codecs only. The visitor's grant allows the `microphone`
+  source only, but LiveKit checks the source a client claims, not the track's kind: a video
+  track announced as "microphone" is accepted. With no video codec, it never gets media
+  (docs/livekit-enforcement.md; tests/test_e2e_livekit_rules.py).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import yaml
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_NET = "127.0.0.0/8"
+# The demo is voice only: every room negotiates these and nothing else.
+AUDIO_CODECS = ("audio/opus", "audio/red")
 
 
 def dev_keys() -> tuple[str, str]:
@@ -70,6 +76,7 @@ class LiveKitConfig:
                 "ips": {"includes": [LOOPBACK_NET]},
                 "stun_servers": [f"{LOOPBACK}:{self.stun_port}"],
             },
+            "room": {"enabled_codecs": [{"mime": mime} for mime in AUDIO_CODECS]},
             "keys": {self.api_key: self.api_secret},
             "logging": {"level": self.log_level, "json": True},
         }

@@ -84,7 +84,8 @@ class SessionLimits(_Strict):
 
 
 class RoomLimits(_Strict):
-    max_participants: Annotated[int, Field(ge=2, le=10)]
+    # Non-agent participants (LiveKit does not count agents): the visitor.
+    max_participants: Annotated[int, Field(ge=1, le=10)]
     empty_timeout_s: Positive
     departure_timeout_s: Positive
 

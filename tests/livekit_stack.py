@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,11 +75,16 @@ def require_offline() -> None:
         )
 
 
-def wait_for_line(path: Path, text: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+def wait_for_line(
+    path: Path, text: str, timeout: float, proc: subprocess.Popen[bytes], offset: int = 0
+) -> None:
+    """`text` written to `path` past byte `offset` (a restarted process appends to its log)."""
+    wanted = text.encode()
+
     def seen() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"{path.name}: process exited ({proc.returncode})")
-        return text in path.read_text(errors="replace")
+        return wanted in path.read_bytes()[offset:]
 
     wait_until(seen, timeout, interval=0.1)
 
@@ -139,6 +144,8 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 90.0) -> WorkerProcess:
+        """Start (or, after kill/stop, start again: a new worker on the same stack)."""
+        logged = self.log_path.stat().st_size if self.log_path.exists() else 0
         env = {
             **os.environ,
             **self.env,
@@ -150,7 +157,7 @@ class WorkerProcess:
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
-        wait_for_line(self.log_path, "registered worker", timeout, self.proc)
+        wait_for_line(self.log_path, "registered worker", timeout, self.proc, logged)
         return self
 
     def kill(self) -> None:
@@ -265,9 +272,12 @@ def running_stack(
     env: Mapping[str, str] | None = None,
     worker_env: Mapping[str, str] | None = None,
     name: str = "stack",
+    webhook_urls: Sequence[str] = (),
 ) -> Iterator[Stack]:
     """Start livekit-server, the token server (LiveKit's webhooks pointed at it), the vendor
-    fakes and the worker; stop them all, whatever happens. Logs go to test-output/e2e/."""
+    fakes and the worker; stop them all, whatever happens. Logs go to test-output/e2e/.
+    `webhook_urls`: more receivers LiveKit delivers every event to (e.g. a test recording
+    the exact deliveries)."""
     require_offline()
     workdir = OUTPUT / name
     workdir.mkdir(parents=True, exist_ok=True)
@@ -279,7 +289,7 @@ def running_stack(
         API_SECRET,
         port=free_port(),
         stun_port=free_port(),
-        webhook_urls=(f"http://127.0.0.1:{server_port}/livekit/webhook",),
+        webhook_urls=(f"http://127.0.0.1:{server_port}/livekit/webhook", *webhook_urls),
     )
     livekit = LiveKitServer(config, workdir / "livekit-server.log")
     common = stack_env(redis_url, config.url, **(env or {}))

@@ -46,6 +46,8 @@ RECORD_FLUSH_TIMEOUT_S = 100.0
 SHUTDOWN_PROCESS_TIMEOUT_S = 120.0
 # livekit-agents' switch for preloading its local inference models (see build_server).
 PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
+# How long the end of a call waits for its record to reach Redis before deleting the room.
+END_RECORD_WAIT_S = 2.0
 # How long a call may take to close after the job was told to shut down.
 CALL_CLOSE_WAIT_S = 15.0
 
@@ -152,6 +154,10 @@ async def entrypoint(ctx: JobContext) -> None:
         # web/src/agent_signals.js), then delete the room: every end deletes it, so the
         # page sees the call is over and LiveKit stops billing an empty room.
         reason = (call.end_reason or EndReason.SHUTDOWN).value
+        # The end record first: deleting the room makes LiveKit send participant_left and
+        # room_finished, and a webhook that beat the worker's own release would record a
+        # healthy call as abandoned. With Redis down this waits briefly, then goes on.
+        await outbox.flush(END_RECORD_WAIT_S)
         try:
             await asyncio.wait_for(
                 ctx.room.local_participant.set_attributes({END_REASON_ATTRIBUTE: reason}), 2

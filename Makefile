@@ -27,5 +27,10 @@ BENCHES := bench/token_server.py bench/worker.py bench/voice_latency.py bench/co
 bench: bootstrap
 	@for b in $(BENCHES); do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# npm ci only when the lockfile changed since the last install (a stamp in node_modules):
+# a re-run needs no registry, and the build itself is quick.
 web:
-	@if [ -f web/package.json ]; then cd web && npm ci --no-audit --no-fund --silent && npm run --silent build; fi
+	@if [ -f web/package.json ]; then cd web && \
+	  stamp=node_modules/.ocf-lock-$$(sha256sum package-lock.json | cut -c1-16) && \
+	  { [ -f "$$stamp" ] || { npm ci --no-audit --no-fund --silent && touch "$$stamp"; }; } && \
+	  npm run --silent build; fi

@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     # (a host shared with other work, or capacity planned from measured calls per core).
     agent_max_calls: Annotated[int, Field(ge=0, le=1000)] = 0
 
+    @field_validator("livekit_api_key", "livekit_api_secret")
+    @classmethod
+    def _livekit_credential(cls, value: str) -> str:
+        # Empty in .env means "make run generates them" (.run/livekit-keys); a process
+        # started by hand with them empty would mint tokens no LiveKit server accepts.
+        if not value.strip():
+            raise ValueError(
+                "is empty: set LIVEKIT_API_KEY and LIVEKIT_API_SECRET (make run generates "
+                "development keys into .run/livekit-keys: `set -a; . .run/livekit-keys`)"
+            )
+        return value
+
     @field_validator("trusted_proxies", "allowed_origins", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:

@@ -46,7 +46,8 @@ class LiveKitAgentFake:
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}"
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    def grants(self, request: web.Request) -> api.VideoGrants | None:
+        """The request's video grants if its bearer token is ours (else counted, None)."""
         auth = request.headers.get("Authorization", "")
         try:
             claims = api.TokenVerifier(self.api_key, self.api_secret).verify(
@@ -54,8 +55,14 @@ class LiveKitAgentFake:
             )
         except Exception:
             self.refused_tokens += 1
+            return None
+        return claims.video or api.VideoGrants()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        grants = self.grants(request)
+        if grants is None:
             return web.Response(status=401, text="invalid token")
-        if not claims.video or not claims.video.agent:
+        if not grants.agent:
             self.refused_tokens += 1
             return web.Response(status=403, text="missing agent grant")
 
@@ -89,15 +96,10 @@ class LiveKitAgentFake:
         return ws
 
     async def delete_room(self, request: web.Request) -> web.Response:
-        auth = request.headers.get("Authorization", "")
-        try:
-            claims = api.TokenVerifier(self.api_key, self.api_secret).verify(
-                auth.removeprefix("Bearer ")
-            )
-        except Exception:
-            self.refused_tokens += 1
+        grants = self.grants(request)
+        if grants is None:
             return web.json_response({"code": "unauthenticated", "msg": "bad token"}, status=401)
-        if not claims.video or not claims.video.room_create:
+        if not grants.room_create:
             return web.json_response({"code": "permission_denied", "msg": "no grant"}, status=403)
         deleted = room.DeleteRoomRequest.FromString(await request.read())
         self.deleted_rooms.append(deleted.room)

@@ -19,12 +19,14 @@ from typing import Any
 
 from policies.admission import Admission
 from sessions.redis_conn import REDIS_ERRORS
-from sessions.store import SessionStore
+from sessions.store import SessionStore, Update
 
 log = logging.getLogger("agent.recording")
 
 # Fields the worker writes, and nothing else (checked in tests against the policy's list).
-START_FIELDS = ("status", "started_at", "join_delay_s")
+# No status at start: the claim (policies/claim.lua) moved it to `started` atomically, and
+# only the release closes it; a start write never touches it (a record never goes back).
+START_FIELDS = ("started_at", "join_delay_s")
 # Release reasons written by ops (ops/reconcile.py) when the worker had not closed the
 # session itself: the worker's own end fields, when they arrive late, still belong.
 CLOSED_BY_OPS = frozenset({"abandoned", "never_joined"})
@@ -145,14 +147,18 @@ class SessionRecorder:
         self._outbox = outbox
 
     def started(self, *, started_at: float, join_delay_s: float | None) -> None:
-        fields = {"status": "started", "started_at": f"{started_at:.3f}"}
+        fields = {"started_at": f"{started_at:.3f}"}
         if join_delay_s is not None:
             fields["join_delay_s"] = f"{max(0.0, join_delay_s):.3f}"
 
         async def write() -> None:
-            if not await self._store.update(self.session_id, fields):
+            # Only on an open record: a start delivered after the session was closed (by
+            # this call's own end, or by ops) must not dress a closed record as running.
+            written = await self._store.update_open(self.session_id, fields)
+            if written is not Update.WRITTEN:
                 log.warning(
-                    "session record missing at start", extra={"session_id": self.session_id}
+                    "session start not recorded",
+                    extra={"session_id": self.session_id, "record": written.name.lower()},
                 )
 
         self._outbox.submit("start", write)

@@ -3,7 +3,8 @@
 `build_server()` makes the AgentServer that `python -m agent dev|start` runs. It registers
 under AGENT_NAME (explicit dispatch: only tokens naming it bring a job), loads the Silero
 VAD once per job process (prewarm) and declines at request time every job whose dispatch
-metadata does not name an enabled persona (agent.dispatch).
+metadata does not name an enabled persona (agent.dispatch), or whose session it cannot
+claim (agent.claiming: one agent per session, ever).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
 
 from agent.assembly import assemble_call
 from agent.call import Call
+from agent.claiming import claim_at_request, claim_at_start
 from agent.connection import ConnectionTracker
 from agent.conversation import Conversation, default_conversation
 from agent.dispatch import JobRejected, JobSpec, parse_job_metadata
@@ -31,6 +33,7 @@ from agents_catalog import Catalog, load_catalog
 from agents_catalog.showcase import Showcase
 from ops.policy import load_ops_policy
 from policies.admission import Admission
+from policies.claim import Claims
 from policies.model import Policies, load_policies
 from sessions.redis_conn import connect
 from sessions.store import SessionStore
@@ -102,6 +105,17 @@ def showcase_of(data: WorkerData) -> Showcase:
     return _SHOWCASE["showcase"]
 
 
+# The main process's claims (job-request time), on a client made once.
+_CLAIMS: dict[str, Claims] = {}
+
+
+def claims_of(data: WorkerData) -> Claims:
+    if "claims" not in _CLAIMS:
+        redis = connect(data.settings.redis_url, data.settings.redis_timeout_s)
+        _CLAIMS["claims"] = Claims(redis, data.policies)
+    return _CLAIMS["claims"]
+
+
 def check_job(metadata: str | None, data: WorkerData, shown: Catalog | None = None) -> JobSpec:
     """`shown`: the catalogue with the showcase override applied; a persona ops disabled
     at run time is declined like one disabled in its file."""
@@ -123,6 +137,8 @@ async def on_request(request: JobRequest) -> None:
         # terminate: no other worker should try a job that names no valid persona.
         await request.reject(terminate=True)
         return
+    if not await claim_at_request(request, spec, claims_of(data), data.settings):
+        return
     await request.accept(
         name=spec.persona.display_name.split(",")[0],
         identity=f"agent-{request.id}",
@@ -143,6 +159,10 @@ async def entrypoint(ctx: JobContext) -> None:
 
     settings = data.settings
     redis = connect(settings.redis_url, settings.redis_timeout_s)
+    if not await claim_at_start(ctx, spec, Claims(redis, data.policies)):
+        await redis.aclose()
+        ctx.shutdown(reason="session_not_ours")
+        return
     outbox = RecordOutbox()
     recorder = SessionRecorder(
         spec.session_id, SessionStore(redis), Admission(redis, data.policies), outbox

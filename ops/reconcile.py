@@ -5,6 +5,9 @@
   reason `abandoned`; the slot is released and unused minutes refunded.
 - `expire_unjoined`: a token nobody used to join within its window: released with reason
   `never_joined` so its slot and reserved minutes come back before the lease runs out.
+  Only a session still `issued` is closed, checked inside the release script itself: a
+  worker claiming the session at that instant (policies/claim.lua) either comes first and
+  the sweeper leaves its call alone, or finds the session closed and declines the job.
 
 Both go through Admission.release (release.lua), which acts once per session: whichever of
 the worker, a webhook delivery or the sweeper comes first closes the record, every later
@@ -96,7 +99,7 @@ async def expire_unjoined(ctx: OpsContext, now: float | None = None) -> list[str
         if now <= float(issued_at) + window + margin:
             continue
         result = await ctx.admission.release(
-            session_id, 0, "never_joined", {"status": "never_joined"}
+            session_id, 0, "never_joined", {"status": "never_joined"}, only_if_status="issued"
         )
         if result.released:
             expired.append(session_id)

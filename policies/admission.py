@@ -56,7 +56,9 @@ class Refused:
 class Released:
     released: bool
     refunded_s: int
-    detail: str  # "released", "already_released" or "unknown"
+    # "released", "already_released", "unknown", or "status_changed" (only_if_status
+    # was given and the record has another status: e.g. a worker claimed it)
+    detail: str
     # When already released: the reason given by whoever released it first.
     previous_reason: str | None = None
 
@@ -128,15 +130,31 @@ class Admission:
         return Refused(Refusal(_text(result[1])), int(_text(result[2])), int(_text(result[3])))
 
     async def release(
-        self, session_id: str, used_s: float, reason: str, extra: dict[str, str] | None = None
+        self,
+        session_id: str,
+        used_s: float,
+        reason: str,
+        extra: dict[str, str] | None = None,
+        *,
+        only_if_status: str | None = None,
     ) -> Released:
-        """Give the slot back and refund unused minutes; safe to call any number of times."""
+        """Give the slot back and refund unused minutes; safe to call any number of times.
+        `only_if_status`: release only a record still in that status, decided in the same
+        atomic step (the never-joined sweeper must not close a session claimed meanwhile)."""
         fields = [part for item in (extra or {}).items() for part in item]
         result = await self._release(
             keys=[keys.session(session_id), keys.global_active()],
-            args=[keys.PREFIX, session_id, max(0.0, used_s), reason, *fields],
+            args=[
+                keys.PREFIX,
+                session_id,
+                max(0.0, used_s),
+                reason,
+                only_if_status or "",
+                *fields,
+            ],
         )
         if int(result[0]) == 1:
             return Released(True, int(_text(result[1])), "released")
-        previous = _text(result[2]) if len(result) > 2 else None
-        return Released(False, 0, _text(result[1]), previous_reason=previous)
+        detail = _text(result[1])
+        previous = _text(result[2]) if detail == "already_released" else None
+        return Released(False, 0, detail, previous_reason=previous)

@@ -3,14 +3,22 @@
 -- changes nothing and says so.
 --
 -- KEYS[1] session record  KEYS[2] global active leases
--- ARGV: prefix, session_id, used_s, reason, then extra record field/value pairs to set
+-- ARGV: prefix, session_id, used_s, reason, only_if_status ('' for any), then extra record
+--       field/value pairs to set
+-- only_if_status lets the never-joined sweeper close a session only while it is still
+-- `issued`, in the same atomic step: a worker claiming it at that instant (claim.lua)
+-- either comes first and the sweeper leaves it, or finds it closed.
 local prefix, session_id = ARGV[1], ARGV[2]
 local used = math.max(0, tonumber(ARGV[3]))
+local only_if_status = ARGV[5]
 
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'unknown'} end
 local rec = redis.call('HMGET', KEYS[1], 'visitor', 'day', 'reserved_s', 'released_at',
-                      'release_reason')
+                      'release_reason', 'status')
 if rec[4] then return {0, 'already_released', rec[5] or ''} end
+if only_if_status ~= '' and rec[6] ~= only_if_status then
+  return {0, 'status_changed', rec[6] or ''}
+end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -30,6 +38,6 @@ end
 
 local fields = {'released_at', string.format('%.3f', now), 'used_s', tostring(math.ceil(used)),
                 'refunded_s', tostring(refund), 'release_reason', ARGV[4]}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 return {1, tostring(refund)}

@@ -1,21 +1,26 @@
 """The worker's entrypoint as a job runs it: a job context from livekit-agents' own testing
 helper (`fake_job_context`: no LiveKit server, the room is never connected), the real
 Deepgram and OpenAI plugins pointed at the local vendor fakes, a real Redis. The call
-greets, runs out its (short) maximum duration and leaves its record."""
+greets, runs out its (short) maximum duration and leaves its record. A job whose session
+another job holds, or that is closed, runs nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 from livekit.agents.testing import fake_job_context
 from livekit.agents.utils import http_context
 
+from agent.claiming import claim_at_start
 from agent.conversation import default_conversation
+from agent.dispatch import parse_job_metadata
 from agent.worker import entrypoint
 from policies import keys
 from policies.admission import Admission, Admitted
+from policies.claim import Claims
 from sessions.redis_conn import connect
 from tests.agent_support import CATALOG, POLICIES
 from tests.fakes.server import running_vendor_fakes
@@ -51,6 +56,8 @@ async def test_entrypoint_runs_a_call_with_the_real_plugins(redis_url, redis_cli
         record={"status": "issued", "visitor": VISITOR, "persona": persona.id},
     )  # fmt: skip
     assert isinstance(decision, Admitted)
+    # The worker claimed it when LiveKit offered the job; the entrypoint finds it its own.
+    assert (await Claims(redis, POLICIES).claim(SESSION_ID, "fake-job")).ours
     async with running_vendor_fakes() as fakes:
         for name, value in {**fakes.env(), "REDIS_URL": redis_url}.items():
             monkeypatch.setenv(name, value)
@@ -68,7 +75,7 @@ async def test_entrypoint_runs_a_call_with_the_real_plugins(redis_url, redis_cli
                 record = await record_of(redis_client, SESSION_ID, "ended")
                 await session.aclose()
 
-    assert record["end_reason"] == "max_duration"
+    assert record["end_reason"] == "max_duration" and record["claimed_by"] == "fake-job"
     assert 0 <= float(record["join_delay_s"]) < 5
     assert 2 <= float(record["duration_s"]) < 12
     assert record["turns"] == "0" and record["llm_prompt_tokens"] == "0"
@@ -103,3 +110,44 @@ async def test_entrypoint_refuses_bad_metadata_and_writes_nothing(raw, redis_url
             _ = ctx.primary_session  # no session was ever started
     assert reasons == ["bad_metadata"]
     assert redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize("closed", [False, True])
+async def test_entrypoint_runs_nothing_for_a_session_not_its_own(
+    closed, redis_url, redis_client, monkeypatch
+):
+    """Claimed by another job (its call is live), or closed: no call, record unchanged."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unused")
+    monkeypatch.setenv("DEEPGRAM_API_KEY", "dg-unused")
+    redis = connect(redis_url)
+    await Admission(redis, POLICIES).admit(
+        visitor=VISITOR, session_id=SESSION_ID, persona="realty-desk-en", duration_s=240,
+        record={"status": "issued", "visitor": VISITOR, "persona": "realty-desk-en"},
+    )  # fmt: skip
+    assert (await Claims(redis, POLICIES).claim(SESSION_ID, "AJ_other")).ours
+    if closed:
+        await Admission(redis, POLICIES).release(SESSION_ID, 60, "end_call", {"status": "ended"})
+    before = redis_client.hgetall(keys.session(SESSION_ID))
+    reasons: list[str] = []
+    with fake_job_context(job_metadata=metadata()) as ctx:
+        ctx._on_shutdown = reasons.append
+        await entrypoint(ctx)
+        with pytest.raises(RuntimeError):
+            _ = ctx.primary_session  # no session was ever started
+    assert reasons == ["session_not_ours"]
+    assert redis_client.hgetall(keys.session(SESSION_ID)) == before
+    await redis.aclose()
+
+
+async def test_entrypoint_goes_on_when_redis_cannot_confirm_the_claim(caplog):
+    """Redis down when the job starts: the request-time claim holds (the job was only
+    accepted because it succeeded), so the call runs; the gap is logged."""
+    spec = parse_job_metadata(metadata(), CATALOG, POLICIES)
+    dead = connect("redis://127.0.0.1:1/0", 0.2)
+    caplog.set_level(logging.WARNING, logger="agent.claiming")
+    with fake_job_context(job_metadata=metadata(), job_id="AJ_confirm") as ctx:
+        assert await claim_at_start(ctx, spec, Claims(dead, POLICIES))
+    await dead.aclose()
+    [entry] = [r for r in caplog.records if "not confirmed" in r.getMessage()]
+    assert vars(entry)["job_id"] == "AJ_confirm" and vars(entry)["error"] == "ConnectionError"

@@ -13,6 +13,7 @@ import pytest
 from agent.recording import END_FIELDS, START_FIELDS, Backoff, RecordOutbox, SessionRecorder
 from policies import keys
 from policies.admission import Admission, Admitted
+from policies.claim import CLAIM_FIELDS, Claims
 from sessions.redis_conn import connect
 from sessions.store import SessionStore
 from tests.agent_support import POLICIES, Step, Tool, Turn, finished, spec_for, start_call
@@ -51,6 +52,7 @@ def conversation_turns() -> list[Turn]:
 
 
 async def run_call(redis, session_id: str, issued_at: float, outbox: RecordOutbox):
+    """The call as the worker runs it once it has claimed the session."""
     recorder = SessionRecorder(session_id, SessionStore(redis), Admission(redis, POLICIES), outbox)
     spec = spec_for("agence-immo-fr", session_id=session_id, issued_at=issued_at)
     parts, scripted = await start_call("agence-immo-fr", conversation_turns(), spec=spec,
@@ -95,15 +97,21 @@ async def test_call_completes_its_record_releases_the_slot_and_refunds(redis_url
     assert redis_client.zscore(keys.global_active(), session_id) is not None
     outbox = RecordOutbox(backoff=FAST_RETRY)
     started = time.time()
+    assert (await Claims(redis, POLICIES).claim(session_id, "AJ_rec1")).ours
     parts = await run_call(redis, session_id, decision.issued_at - 1.5, outbox)
     assert await outbox.flush(5)
 
     record = {k.decode(): v.decode() for k, v in
               redis_client.hgetall(keys.session(session_id)).items()}  # fmt: skip
-    for field in (*START_FIELDS, *END_FIELDS, "released_at", "used_s", "refunded_s"):
-        assert field in record, field
+    # Exactly what admission, the claim, the call and the release write; nothing else.
+    minted = {"session_id", "persona", "visitor", "language", "max_duration_s", "status",
+              "issued_at", "lease_expires_at", "day", "reserved_s"}  # fmt: skip
+    released = {"released_at", "used_s", "refunded_s", "release_reason"}
+    assert set(record) == (
+        minted | set(CLAIM_FIELDS) | set(START_FIELDS) | set(END_FIELDS) | released
+    )
     assert record["status"] == "ended" and record["end_reason"] == "end_call"
-    assert record["release_reason"] == "end_call"
+    assert record["release_reason"] == "end_call" and record["claimed_by"] == "AJ_rec1"
     assert started - 1 <= float(record["started_at"]) <= float(record["ended_at"]) <= time.time()
     assert 1.4 <= float(record["join_delay_s"]) < 10  # issued 1.5 s before the call began
     assert float(record["duration_s"]) == pytest.approx(
@@ -174,6 +182,7 @@ async def test_record_survives_redis_down_during_the_call(own_redis):
     redis = connect(own_redis.url, timeout_s=0.2)
     session_id = "rec-session-down1"
     decision = await admit(redis, session_id, "agence-immo-fr")
+    assert (await Claims(redis, POLICIES).claim(session_id, "AJ_down1")).ours
     # Keep the admission on disk so the restarted server has it (the tests' Redis persists
     # nothing by itself), then take Redis away for the whole call.
     client.save()
@@ -188,7 +197,8 @@ async def test_record_survives_redis_down_during_the_call(own_redis):
     assert await outbox.flush(10)
     record = {k.decode(): v.decode() for k, v in
               client.hgetall(keys.session(session_id)).items()}  # fmt: skip
-    # Delivered in order: the start first, then the end (else status would read "started").
+    # Delivered in order: the start first, then the end (a start after the end would find
+    # the record closed and write nothing).
     assert record["status"] == "ended" and record["end_reason"] == "end_call"
     assert record["started_at"] == f"{parts.call.started_at:.3f}"
     for field in (*START_FIELDS, *END_FIELDS):
@@ -222,3 +232,24 @@ async def test_outbox_is_bounded_and_keeps_order():
     assert await outbox.flush(2)
     assert order == ["b", "c", "d"]
     await outbox.aclose()
+
+
+async def test_a_late_start_never_reopens_an_ended_record(redis_url, redis_client):
+    """A start write that arrives after the session closed (retried past a Redis outage, or
+    a replayed job) leaves the record as it is: no status, no start fields."""
+    redis = connect(redis_url)
+    session_id = "rec-session-0004"
+    await admit(redis, session_id, "realty-desk-en")
+    assert (await Claims(redis, POLICIES).claim(session_id, "AJ_rec4")).ours
+    outbox = RecordOutbox(backoff=FAST_RETRY)
+    recorder = SessionRecorder(session_id, SessionStore(redis), Admission(redis, POLICIES), outbox)
+    recorder.ended(used_s=12, reason="user_hangup",
+                   fields={"status": "ended", "end_reason": "user_hangup"})  # fmt: skip
+    assert await outbox.flush(5)
+    closed = redis_client.hgetall(keys.session(session_id))
+    recorder.started(started_at=time.time(), join_delay_s=0.5)
+    assert await outbox.flush(5)
+    assert redis_client.hgetall(keys.session(session_id)) == closed
+    assert closed[b"status"] == b"ended" and b"started_at" not in closed
+    await outbox.aclose()
+    await redis.aclose()

@@ -4,6 +4,7 @@ disabled at run time is declined, re-enabled it is accepted, with no restart."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -13,7 +14,10 @@ from typing import Any
 import pytest
 
 from agent import worker
+from policies.admission import Admission
+from sessions.redis_conn import connect
 from tests.ops_support import ops_env, run_ops
+from tests.voice_harness import POLICIES, admit_session
 
 
 @dataclass
@@ -44,21 +48,36 @@ def worker_data(redis_url: str, redis_client: Any) -> Iterator[worker.WorkerData
     data = worker.load_worker_data(settings)
     worker._MAIN["data"] = data
     worker._SHOWCASE.clear()
+    worker._CLAIMS.clear()
     yield data
     worker._MAIN.clear()
     worker._SHOWCASE.clear()
+    worker._CLAIMS.clear()
 
 
-def metadata(persona: str, language: str) -> str:
+def metadata(persona: str, language: str, session_id: str) -> str:
     return json.dumps(
-        {"persona": persona, "session_id": "sess-0123456789", "language": language,
+        {"persona": persona, "session_id": session_id, "language": language,
          "max_duration_s": 120, "issued_at": 1.0}
     )  # fmt: skip
 
 
+_jobs = itertools.count(1)
+
+
 async def decide(persona: str, language: str) -> list[Any]:
-    request = JobRequestStandIn(_Job(metadata(persona, language)))
-    await worker.on_request(request)  # type: ignore[arg-type]
+    """One job request for a session the token server issued (the worker claims it)."""
+    n = next(_jobs)
+    session_id = f"sess-showcase-{n:04d}"
+    redis = connect(worker._MAIN["data"].settings.redis_url, 2.0)
+    try:
+        await admit_session(redis, persona, session_id, 120)
+        request = JobRequestStandIn(_Job(metadata(persona, language, session_id)), f"AJ_{n}")
+        await worker.on_request(request)  # type: ignore[arg-type]
+        # Many sessions are decided here: each gives its slot back, as a finished call does.
+        await Admission(redis, POLICIES).release(session_id, 0, "test_done")
+    finally:
+        await redis.aclose()
     return request.outcome
 
 

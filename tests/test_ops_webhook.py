@@ -16,7 +16,8 @@ from redis.asyncio import Redis as AsyncRedis
 
 from policies import keys, load_policies
 from policies.admission import Admission
-from sessions.store import SessionStore
+from policies.claim import Claims
+from sessions.store import SessionStore, Update
 from tests.ops_support import (
     auth,
     ops_env,
@@ -50,15 +51,16 @@ def new_session(stack: Any) -> tuple[str, str]:
 
 
 async def worker_started(url: str, session_id: str, seconds_ago: float) -> None:
-    """The worker's start-of-session record update (issue 3's recording), then nothing:
-    the worker is killed -9 mid-call and never writes its end."""
+    """What a worker writes as a call begins (its claim, then the start fields), then
+    nothing: the worker is killed -9 mid-call and never writes its end."""
     r = AsyncRedis.from_url(url)
     try:
-        assert await SessionStore(r).update(
+        assert (await Claims(r, load_policies()).claim(session_id, f"AJ_{session_id}")).ours
+        written = await SessionStore(r).update_open(
             session_id,
-            {"status": "started", "started_at": f"{time.time() - seconds_ago:.3f}",
-             "join_delay_s": "1.4"},
-        )  # fmt: skip
+            {"started_at": f"{time.time() - seconds_ago:.3f}", "join_delay_s": "1.4"},
+        )
+        assert written is Update.WRITTEN
     finally:
         await r.aclose()
 

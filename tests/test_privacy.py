@@ -25,6 +25,8 @@ import redis
 
 from policies import keys, load_policies
 from policies.admission import Admission
+from policies.claim import CLAIM_FIELDS as CLAIM_WRITES
+from policies.claim import Claims
 from sessions.redis_conn import connect
 from tests.support import ServerProcess
 from tests.token_support import dump_redis, running_servers, session_record, settings_env
@@ -47,6 +49,9 @@ MINT_FIELDS = {
     "reserved_s",
 }  # fmt: skip
 RELEASE_FIELDS = {"released_at", "used_s", "refunded_s", "release_reason"}
+# The worker's claim (policies/claim.lua): which LiveKit job took the session, and when.
+# A job id is LiveKit's technical handle of the session's agent, nothing about the visitor.
+CLAIM_FIELDS = {"claimed_by", "claimed_at"}
 
 
 def forbidden_texts() -> list[bytes]:
@@ -124,9 +129,11 @@ def exercise(servers: list[ServerProcess]) -> list[str]:
     return minted
 
 
-async def release(redis_url: str, session_id: str) -> None:
+async def claim_and_release(redis_url: str, session_id: str) -> None:
+    """The session's life as a worker leads it: claimed, then released."""
     client = connect(redis_url, 2.0)
     try:
+        assert (await Claims(client, load_policies()).claim(session_id, "AJ_privacy")).ours
         result = await Admission(client, load_policies()).release(session_id, 42, "user_hangup")
         assert result.released
     finally:
@@ -138,7 +145,7 @@ def after_run(servers: list[ServerProcess], redis_url: str) -> dict[str, Any]:
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     minted = exercise(servers)
-    asyncio.run(release(redis_url, minted[0]))
+    asyncio.run(claim_and_release(redis_url, minted[0]))
     stored = dump_redis(client)
     records = {sid: session_record(client, sid) for sid in minted}
     client.close()
@@ -180,7 +187,8 @@ def test_every_key_expires_within_the_policy(after_run: dict[str, Any]) -> None:
 
 def test_session_records_hold_only_the_allowed_categories(after_run: dict[str, Any]) -> None:
     released, *others = after_run["minted"]
-    assert set(after_run["records"][released]) == MINT_FIELDS | RELEASE_FIELDS
+    assert set(CLAIM_WRITES) <= MINT_FIELDS | CLAIM_FIELDS  # the claim writes nothing else
+    assert set(after_run["records"][released]) == MINT_FIELDS | CLAIM_FIELDS | RELEASE_FIELDS
     for session_id in others:
         record = after_run["records"][session_id]
         assert set(record) == MINT_FIELDS

@@ -28,6 +28,7 @@ from agent.vad_blocks import BlockedSileroVAD
 from agents_catalog import load_catalog
 from policies import load_policies
 from policies.admission import Admission, Admitted
+from policies.claim import Claims
 from sessions.redis_conn import connect
 from sessions.store import SessionStore
 from settings import Settings
@@ -177,6 +178,8 @@ async def start_voice_call(
     if redis_url is not None:
         redis = connect(redis_url, 2.0)
         await admit_session(redis, persona_id, session_id, max_duration_s)
+        # As the worker does before it runs a call (agent.claiming).
+        assert (await Claims(redis, POLICIES).claim(session_id, "AJ_" + session_id)).ours
         outbox = RecordOutbox()
         recorder = SessionRecorder(
             session_id, SessionStore(redis), Admission(redis, POLICIES), outbox

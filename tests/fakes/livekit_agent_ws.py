@@ -3,7 +3,9 @@ protobufs (livekit.protocol.agent), for registration and job-acceptance tests.
 
 It checks the worker's bearer token the way LiveKit does (signed with the API key/secret,
 carrying the `agent` grant), answers the RegisterWorkerRequest, and lets the test offer
-jobs (AvailabilityRequest) and read the worker's AvailabilityResponse.
+jobs (AvailabilityRequest) and read the worker's AvailabilityResponse. It also serves
+RoomService's DeleteRoom (Twirp, protobuf, a token with the `roomCreate` grant), recording
+which rooms the worker deleted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 from livekit import api
-from livekit.protocol import agent, models
+from livekit.protocol import agent, models, room
 
 from tests.fakes.server import serve
 
@@ -34,6 +36,7 @@ class LiveKitAgentFake:
     port: int = 0
     registrations: list[Registration] = field(default_factory=list)
     refused_tokens: int = 0
+    deleted_rooms: list[str] = field(default_factory=list)
     _registered: asyncio.Queue[Registration] = field(default_factory=asyncio.Queue)
     _answers: asyncio.Queue[agent.AvailabilityResponse] = field(default_factory=asyncio.Queue)
     _ws: web.WebSocketResponse | None = None
@@ -43,7 +46,8 @@ class LiveKitAgentFake:
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}"
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    def grants(self, request: web.Request) -> api.VideoGrants | None:
+        """The request's video grants if its bearer token is ours (else counted, None)."""
         auth = request.headers.get("Authorization", "")
         try:
             claims = api.TokenVerifier(self.api_key, self.api_secret).verify(
@@ -51,8 +55,14 @@ class LiveKitAgentFake:
             )
         except Exception:
             self.refused_tokens += 1
+            return None
+        return claims.video or api.VideoGrants()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        grants = self.grants(request)
+        if grants is None:
             return web.Response(status=401, text="invalid token")
-        if not claims.video or not claims.video.agent:
+        if not grants.agent:
             self.refused_tokens += 1
             return web.Response(status=403, text="missing agent grant")
 
@@ -85,11 +95,24 @@ class LiveKitAgentFake:
             # update_worker (load reports) and update_job need no answer here
         return ws
 
+    async def delete_room(self, request: web.Request) -> web.Response:
+        grants = self.grants(request)
+        if grants is None:
+            return web.json_response({"code": "unauthenticated", "msg": "bad token"}, status=401)
+        if not grants.room_create:
+            return web.json_response({"code": "permission_denied", "msg": "no grant"}, status=403)
+        deleted = room.DeleteRoomRequest.FromString(await request.read())
+        self.deleted_rooms.append(deleted.room)
+        return web.Response(
+            body=room.DeleteRoomResponse().SerializeToString(),
+            content_type="application/protobuf",
+        )
+
     async def registered(self, timeout: float = 30) -> Registration:
         return await asyncio.wait_for(self._registered.get(), timeout)
 
-    async def offer(self, job_id: str, metadata: str, agent_name: str,
-                    timeout: float = 10) -> agent.AvailabilityResponse:  # fmt: skip
+    async def offer(self, job_id: str, metadata: str, agent_name: str, timeout: float = 10,
+                    room_name: str | None = None) -> agent.AvailabilityResponse:  # fmt: skip
         """Offer a room job with this dispatch metadata; the worker's answer."""
         assert self._ws is not None, "no worker connected"
         request = agent.ServerMessage()
@@ -97,7 +120,7 @@ class LiveKitAgentFake:
         job.id = job_id
         job.dispatch_id = f"AD_{job_id}"
         job.type = agent.JobType.JT_ROOM
-        job.room.CopyFrom(models.Room(sid=f"RM_{job_id}", name=f"demo-{job_id}"))
+        job.room.CopyFrom(models.Room(sid=f"RM_{job_id}", name=room_name or f"demo-{job_id}"))
         job.metadata = metadata
         job.agent_name = agent_name
         await self._ws.send_bytes(request.SerializeToString())
@@ -109,6 +132,7 @@ class LiveKitAgentFake:
     async def start(self) -> LiveKitAgentFake:
         app = web.Application()
         app.router.add_get("/agent", self.handle)
+        app.router.add_post("/twirp/livekit.RoomService/DeleteRoom", self.delete_room)
         self._runner, self.port = await serve(app, self.host, self.port)
         return self
 

@@ -82,16 +82,8 @@ async def test_a_replayed_token_brings_no_second_agent(redis_url: str) -> None:
         ended = session_record(client, session_id)
         assert ended["end_reason"] == "user_hangup" and ended["claimed_by"] == claimed_by
 
-        # The same token again. The worker is asked only if its CPU load (averaged over
-        # 2.5 s, on a machine shared with other runs) lets it take a job at that moment;
-        # if not, LiveKit dispatches nothing at all, and the caller tries once more.
-        for attempt in range(20):
-            await asyncio.sleep(1)
-            if await replay_is_declined(stack, grant, room_name):
-                break
-            print(f"replay {attempt}: the worker was too loaded to be asked; again")
-        else:
-            raise AssertionError("the worker was never offered the replayed job")
+        # The same token again: LiveKit creates the room anew and dispatches the agent.
+        await replay_is_declined(stack, grant, room_name)
         assert not await room_exists(stack, room_name)
 
         # The record as the call left it: ended, released once, by the first job.
@@ -114,17 +106,11 @@ def job_requests(stack: Stack) -> int:
     return log.count('"received job request"')
 
 
-def unserved_dispatches(stack: Stack) -> int:
-    """Dispatches LiveKit dropped because no worker said it was free (its load)."""
-    return stack.logs().get("livekit-server.log", "").count("failed to send job request")
-
-
-async def replay_is_declined(stack: Stack, grant: dict[str, Any], room_name: str) -> bool:
-    """Join with the token again and watch: True when the worker was offered the job and
-    the caller was let go (room deleted) with no agent in sight for NO_AGENT_WINDOW_S;
-    False when LiveKit found no free worker to ask (the room is then removed, for another
-    try); fails on an agent or a caller left waiting."""
-    asked_before, unserved_before = job_requests(stack), unserved_dispatches(stack)
+async def replay_is_declined(stack: Stack, grant: dict[str, Any], room_name: str) -> None:
+    """Join with the token again and watch: the worker is offered the job (it is full by
+    call count, never by the shared machine's CPU: AGENT_MAX_CALLS), no agent appears for
+    NO_AGENT_WINDOW_S, and the caller is let go (the worker deleted the room)."""
+    asked_before = job_requests(stack)
     replay = rtc.Room()
     gone = asyncio.Event()
     replay.on("disconnected", lambda *_: gone.set())
@@ -140,17 +126,10 @@ async def replay_is_declined(stack: Stack, grant: dict[str, Any], room_name: str
     except rtc.ConnectError:
         gone.set()  # the room was deleted while the caller was still joining
 
-    async def dispatch_settled() -> bool:
-        return job_requests(stack) > asked_before or unserved_dispatches(stack) > unserved_before
+    async def offered() -> bool:
+        return job_requests(stack) > asked_before
 
-    await until(dispatch_settled, 30, "LiveKit's dispatch of the replayed job")
-    if job_requests(stack) == asked_before:
-        assert not seen_agents and not agents_in(replay), seen_agents
-        await replay.disconnect()
-        async with stack.room_api() as lkapi:
-            await lkapi.room.delete_room(api.DeleteRoomRequest(room=room_name))
-        await until(_not(room_exists, stack, room_name), 30, "the unserved room removed")
-        return False
+    await until(offered, 30, "LiveKit offering the replayed job to the worker")
     started = time.monotonic()
     while time.monotonic() - started < NO_AGENT_WINDOW_S:
         assert not seen_agents and not agents_in(replay), seen_agents
@@ -159,7 +138,6 @@ async def replay_is_declined(stack: Stack, grant: dict[str, Any], room_name: str
     await replay.disconnect()
     # The worker deleted the room of the closed session: the caller was let go.
     assert let_go, "the replaying caller was left in the room"
-    return True
 
 
 async def _status_is(client: redis.Redis, session_id: str, status: str) -> bool:

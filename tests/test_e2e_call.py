@@ -103,12 +103,15 @@ def test_a_whole_call_through_livekit(language: str, redis_url: str, bundle: Non
         context = browser.new_context(locale="en-US" if language == "en" else "fr-FR")
         page = instrumented(context.new_page())
         recorder = Recorder().attach(page)
+        console: list[str] = []
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
         try:
             _run_call(page, stack, scenario, call, language)
             data = measures(page)
         finally:
             page.screenshot(path=str(out / "last.png"), full_page=True)
             (out / "page-measures.json").write_text(json.dumps(measures(page), indent=1))
+            (out / "console.log").write_text("\n".join(console))
             context.close()
             browser.close()
 
@@ -147,7 +150,8 @@ def session_id(client: redis.Redis) -> str:
 
 def _run_call(page: Page, stack: Stack, scenario: Scenario, call: SpokenCall, lang: str) -> None:
     out = OUTPUT / f"call-{lang}"
-    page.goto(f"{stack.base_url}/?agent={call.persona}&lang={lang}")
+    # debug=1: livekit-client's own console logging, kept in console.log for a failure.
+    page.goto(f"{stack.base_url}/?agent={call.persona}&lang={lang}&debug=1")
     start = page.locator("#start")
     expect(start).to_be_enabled(timeout=15_000)
     started = time.monotonic()

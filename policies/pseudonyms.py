@@ -14,6 +14,7 @@ import hmac
 import ipaddress
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +31,9 @@ from policies.model import Retention
 # process converges on one salt again within this delay (first writer wins).
 SALT_RECHECK_S = 60.0
 PSEUDONYM_HEX = 32
+# User-agent families remembered per process. Only admitted requests add to it (the
+# refusal path never parses), so a flood of invented user agents cannot evict real ones.
+UA_FAMILY_CACHE_SIZE = 4096
 _HERE = Path(__file__).resolve().parent
 
 
@@ -64,10 +68,40 @@ def _allowed_families() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(data["browsers"]), frozenset(data["operating_systems"])
 
 
-@lru_cache(maxsize=4096)
+# Keyed by a digest: the cache holds no user agent, and a 500-character one costs a
+# microsecond to look up instead of the parser's milliseconds.
+_FAMILIES: OrderedDict[bytes, UAFamily] = OrderedDict()
+
+
+def _family_key(user_agent: str) -> bytes:
+    return hashlib.blake2b(user_agent.encode("utf-8", "replace"), digest_size=16).digest()
+
+
+def known_ua_family(user_agent: str) -> UAFamily | None:
+    """The family of a user agent parsed before, or None; never parses (cheap enough for
+    the refusal path, which a flood of invented user agents goes through)."""
+    key = _family_key(user_agent)
+    family = _FAMILIES.get(key)
+    if family is not None:
+        _FAMILIES.move_to_end(key)
+    return family
+
+
 def ua_family(user_agent: str) -> UAFamily:
     """Coarse family from ua-parser (browser, OS, device class); no version numbers and
-    no free text: names outside policies/ua_families.yaml become "Other"."""
+    no free text: names outside policies/ua_families.yaml become "Other". Remembered
+    (known_ua_family) so a returning browser is not parsed again."""
+    known = known_ua_family(user_agent)
+    if known is not None:
+        return known
+    family = _parse_family(user_agent)
+    _FAMILIES[_family_key(user_agent)] = family
+    if len(_FAMILIES) > UA_FAMILY_CACHE_SIZE:
+        _FAMILIES.popitem(last=False)
+    return family
+
+
+def _parse_family(user_agent: str) -> UAFamily:
     if not user_agent:
         return UAFamily("none", "none", "other")
     browsers, systems = _allowed_families()
@@ -113,6 +147,10 @@ class VisitorHasher:
         self._retention = retention
         self._cache: dict[int, tuple[bytes, float]] = {}
         self._fetching: tuple[int, asyncio.Future[bytes]] | None = None
+
+    @property
+    def redis(self) -> Redis:
+        return self._redis
 
     def period_of(self, now: float) -> int:
         return int(now // self._retention.salt_period_s)

@@ -1,6 +1,7 @@
 """The token server: persona catalogue, rate-limited LiveKit tokens, health.
 
-`python token_server.py` serves it on HOST:PORT; `uvicorn token_server:app` works too.
+`python token_server.py` serves it on HOST:PORT with the HTTP limits of http_limits.py
+(`uvicorn token_server:app` works too, without them: not for production).
 See DESIGN (docs/DESIGN.md) for the contracts; every refusal is JSON
 `{"error": code, "message": text}`.
 """
@@ -24,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 
 from agents_catalog import Catalog, CatalogError, load_catalog
 from api_errors import NO_STORE, ApiError, error_response
+from http_limits import limited_http_protocol
 from logs import now_ms, setup_logging
 from ops.install import install_ops
 from ops.runtime import OpsRuntime
@@ -179,7 +181,7 @@ def build_services(settings: Settings) -> Services:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     services = build_services(settings)
-    redis = services.hasher._redis
+    redis = services.hasher.redis
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -275,24 +277,34 @@ def _startup_error(exc: Exception) -> None:
     raise SystemExit(2) from exc
 
 
-def main() -> None:
+def serve(application: FastAPI, settings: Settings) -> None:
+    """Serve the app as production does: uvicorn with our HTTP limits (http_limits.py)."""
     import uvicorn
 
+    services: Services = application.state.services
+    limits = services.policies.limits.http
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        http=limited_http_protocol(limits),
+        ws="none",  # no WebSocket here; uvicorn's WebSocket protocols log client addresses
+        timeout_keep_alive=limits.keep_alive_timeout_s,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        proxy_headers=False,  # client address is ours to decide (TRUSTED_PROXIES)
+    )
+
+
+def main() -> None:
     try:
         settings = Settings()
         setup_logging(settings.log_level)
         application = create_app(settings)
     except (ConfigError, PolicyError, CatalogError, ValueError) as exc:
         _startup_error(exc)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        proxy_headers=False,  # client address is ours to decide (TRUSTED_PROXIES)
-    )
+    serve(application, settings)
 
 
 if __name__ == "__main__":

@@ -186,10 +186,10 @@ def main() -> None:
     if redis_server.proc is not None and shutil.which("taskset"):
         subprocess.run(["taskset", "-p", "-c", str(LOAD_CPU), str(redis_server.proc.pid)],
                        check=False, capture_output=True)  # fmt: skip
+    # Served as in production (token_server.serve: uvicorn with our HTTP limits).
     server = subprocess.Popen(
-        [*pin(SERVER_CPU), sys.executable, "-m", "uvicorn", "bench.token_app:app",
-         "--port", str(port), "--no-access-log", "--no-proxy-headers", "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=log, stderr=log,
+        [*pin(SERVER_CPU), sys.executable, "-m", "bench.token_app"],
+        cwd=ROOT, env={**env, "HOST": "127.0.0.1", "PORT": str(port)}, stdout=log, stderr=log,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:

@@ -250,6 +250,8 @@ def build_server(settings: Settings | None = None, *, check_keys: bool = True) -
     server = AgentServer(
         setup_fnc=prewarm,
         num_idle_processes=settings.agent_num_idle_processes,
+        # livekit-agents binds every interface by default.
+        host=settings.agent_health_host,
         port=settings.agent_health_port,
         load_fnc=load_fnc,
         load_threshold=load_threshold,

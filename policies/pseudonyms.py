@@ -26,6 +26,7 @@ from ua_parser import parse as parse_ua
 from policies import keys
 from policies.client_address import IPAddress
 from policies.model import Retention
+from sessions.redis_conn import redis_clock
 
 # How often a process re-asserts its cached salt in Redis: if Redis lost its data, every
 # process converges on one salt again within this delay (first writer wins).
@@ -146,7 +147,12 @@ class VisitorHasher:
         self._pepper = pepper.encode()
         self._retention = retention
         self._cache: dict[int, tuple[bytes, float]] = {}
-        self._fetching: tuple[int, asyncio.Future[bytes]] | None = None
+        # The check in flight: for the present (None) or for a given period.
+        self._fetching: tuple[int | None, asyncio.Future[Salt]] | None = None
+        # Redis' clock minus ours, read at every salt check. Periods follow Redis' clock,
+        # like admission's buckets: a process whose clock is off would otherwise hash
+        # under another period's salt, and its visitors escape the counts made elsewhere.
+        self._clock_offset: float | None = None
 
     @property
     def redis(self) -> Redis:
@@ -163,30 +169,47 @@ class VisitorHasher:
         return period_end + longest
 
     async def current_salt(self, now: float | None = None) -> Salt:
-        now = time.time() if now is None else now
-        period = self.period_of(now)
-        cached = self._cache.get(period)
-        if cached and (now - cached[1] < SALT_RECHECK_S or self._fetching is not None):
-            # Fresh, or being re-checked by another request: no round trip for this one.
-            return Salt(period, cached[0])
-        if self._fetching is None or self._fetching[0] != period:
-            # Single flight: one request (re)asserts the salt, concurrent ones wait for it,
-            # so a cold process or a period change costs one round trip, not one each.
-            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-            self._fetching = (period, future)
+        """The salt of the period `now` falls in, by Redis' clock. By default the present:
+        Redis' clock as read at the last salt check (at most SALT_RECHECK_S ago), plus the
+        time since by ours."""
+        estimate = now
+        if estimate is None and self._clock_offset is not None:
+            estimate = time.time() + self._clock_offset
+        if estimate is not None:
+            period = self.period_of(estimate)
+            cached = self._cache.get(period)
+            if cached and (estimate - cached[1] < SALT_RECHECK_S or self._fetching is not None):
+                # Fresh, or being re-checked by another request: no round trip for this one.
+                return Salt(period, cached[0])
+        key = None if now is None else self.period_of(now)
+        if self._fetching is None or self._fetching[0] != key:
+            # Single flight: one request (re)checks the salt, concurrent ones wait for it,
+            # so a cold process or a period change costs one check, not one each.
+            future: asyncio.Future[Salt] = asyncio.get_running_loop().create_future()
+            self._fetching = (key, future)
             try:
-                value = await self._assert_salt(period, cached[0] if cached else None)
+                salt = await self._check(now)
             except BaseException as exc:
                 future.set_exception(exc)
                 future.exception()  # consumed here; waiters re-raise their own copy
                 raise
             else:
-                future.set_result(value)
-                self._cache = {period: (value, now)}
+                future.set_result(salt)
             finally:
                 self._fetching = None
-            return Salt(period, value)
-        return Salt(period, await asyncio.shield(self._fetching[1]))
+            return salt
+        return await asyncio.shield(self._fetching[1])
+
+    async def _check(self, now: float | None) -> Salt:
+        if now is None:
+            # Redis' clock first: a host clock that drifted or jumped never picks the period.
+            now = await redis_clock(self._redis)
+            self._clock_offset = now - time.time()
+        period = self.period_of(now)
+        cached = self._cache.get(period)
+        value = await self._assert_salt(period, cached[0] if cached else None)
+        self._cache = {period: (value, now)}
+        return Salt(period, value)
 
     async def _assert_salt(self, period: int, known: bytes | None) -> bytes:
         candidate = known or secrets.token_bytes(32)

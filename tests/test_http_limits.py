@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.support import ServerProcess, wait_until, write_policies
-from tests.token_support import settings_env
+from tests.token_support import read_until_closed, settings_env
 
 READ_TIMEOUT_S = 1.5
 KEEP_ALIVE_S = 1
@@ -68,12 +68,7 @@ def connect(server: ServerProcess) -> socket.socket:
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str]]:
     """Status and JSON body of one response, read until the server closes."""
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
+    data = read_until_closed(sock)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 "), data[:200]
     return int(head.split()[1]), json.loads(body)

@@ -34,7 +34,13 @@ from policies import keys, load_policies
 from policies.admission import Admission
 from sessions.redis_conn import connect
 from tests.support import ServerProcess
-from tests.token_support import dump_redis, running_servers, session_record, settings_env
+from tests.token_support import (
+    dump_redis,
+    read_until_closed,
+    running_servers,
+    session_record,
+    settings_env,
+)
 
 IPV4 = "198.51.100.77"
 IPV6 = "2001:db8:4f2a:77c1:1234:5678:9abc:def0"
@@ -160,13 +166,7 @@ def raw_exchange(server: ServerProcess, request: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", server.port), 10, (PEER, 0)) as sock:
         sock.sendall(request)
         sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
-        return answer
+        return read_until_closed(sock)
 
 
 def exercise_from_peer(server: ServerProcess) -> None:

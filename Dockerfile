@@ -26,12 +26,16 @@ RUN python -m venv /opt/venv \
 
 # --- runtime ------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
-# The image is for deployment: production mode refuses to start on missing or weak secrets.
+# The image is for deployment: production mode refuses to start on missing or weak secrets
+# and without PUBLIC_ORIGIN (give them at run time: --env-file). Inside a container loopback
+# is private to it, so both servers listen on all of its interfaces: the token server
+# (HOST) and the worker's health server (AGENT_HEALTH_HOST), for probes from outside.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     ENVIRONMENT=production \
-    HOST=0.0.0.0
+    HOST=0.0.0.0 \
+    AGENT_HEALTH_HOST=0.0.0.0
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin app
 COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import math
+from collections import Counter
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,6 +20,22 @@ DEV_LIVEKIT_SECRET = "secret"  # noqa: S105 - the public dev secret of `livekit-
 DEV_VISITOR_HASH_SECRET = "dev-only-visitor-hash-secret-change-me"  # noqa: S105
 KNOWN_WEAK = {DEV_LIVEKIT_SECRET, DEV_VISITOR_HASH_SECRET, "changeme", "change-me", "secret"}
 MIN_SECRET_LEN = 32
+# Estimated entropy (secret_entropy_bits) a production secret needs. The estimate of a
+# random secret is below its true entropy: 32 random hex digits (128 bits) score 93-135
+# (none under 93 in 50,000 draws), `secrets.token_urlsafe(48)` about 335;
+# "Password123!Password123!Password" scores 44, "abcdefghijklmnopqrstuvwxyz012345" 6.
+MIN_SECRET_BITS = 88
+# Our proxies live in one network of ours; no wider range is ever theirs. Trusting a wider
+# one lets anyone inside it write X-Forwarded-For, so choose their own address (pseudonym,
+# limits). The widest prefix allowed, per IP version.
+WIDEST_PROXY_PREFIX = {4: 8, 6: 32}
+# IPv6 ranges that carry IPv4 addresses (mapped, NAT64, 6to4), with the prefix length at
+# which their IPv4 part starts: a range in them is judged by the IPv4 addresses it covers.
+IPV4_CARRIERS = (
+    (ipaddress.IPv6Network("::ffff:0:0/96"), 96),
+    (ipaddress.IPv6Network("64:ff9b::/96"), 96),
+    (ipaddress.IPv6Network("2002::/16"), 16),
+)
 
 
 class ConfigError(RuntimeError):
@@ -46,6 +66,10 @@ class Settings(BaseSettings):
     visitor_hash_secret: str = DEV_VISITOR_HASH_SECRET
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Where the demo page is served (https://host[:port]): the origin token requests must
+    # come from besides ALLOWED_ORIGINS. Required in production; in development the page's
+    # own host (the Host header) stands in for it when unset.
+    public_origin: str = ""
     ops_token: str = ""
 
     host: str = "127.0.0.1"
@@ -61,6 +85,9 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     deepgram_api_key: str = ""
     deepgram_base_url: str | None = None
+    # The worker's health server (GET / for liveness probes): loopback unless set, e.g.
+    # 0.0.0.0 in a container whose probes come from outside it.
+    agent_health_host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
     agent_health_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     agent_num_idle_processes: Annotated[int, Field(ge=0, le=64)] = 1
     # CPU load (0-1, averaged) above which the worker declines new calls.
@@ -91,20 +118,26 @@ class Settings(BaseSettings):
     def _cidrs(cls, value: list[str]) -> list[str]:
         for cidr in value:
             try:
-                ipaddress.ip_network(cidr, strict=False)
+                network = ipaddress.ip_network(cidr, strict=False)
             except ValueError as exc:
                 raise ValueError(f"TRUSTED_PROXIES: {cidr!r} is not an address or CIDR") from exc
+            if too_wide_for_proxies(network):
+                raise ValueError(
+                    f"TRUSTED_PROXIES: {cidr!r} is far wider than a proxy network (at most "
+                    f"/{WIDEST_PROXY_PREFIX[4]} for IPv4, /{WIDEST_PROXY_PREFIX[6]} for IPv6): "
+                    "anyone in it could choose the client address we see"
+                )
         return value
 
     @field_validator("allowed_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
-        # Browsers send the Origin without a trailing slash; accept one in the setting.
-        value = [o.rstrip("/") for o in value]
-        for origin in value:
-            if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
-                raise ValueError(f"ALLOWED_ORIGINS: {origin!r} must look like https://host[:port]")
-        return value
+        return [_origin("ALLOWED_ORIGINS", origin) for origin in value]
+
+    @field_validator("public_origin")
+    @classmethod
+    def _public_origin(cls, value: str) -> str:
+        return _origin("PUBLIC_ORIGIN", value) if value else value
 
     @cached_property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -128,16 +161,64 @@ class Settings(BaseSettings):
             problems.append(_weak("OPS_TOKEN", self.ops_token))
         if not self.livekit_url.startswith("wss://"):
             problems.append("LIVEKIT_URL must be a wss:// URL in production")
+        if not self.public_origin.startswith("https://"):
+            # Without it the Origin check could only trust the Host header, which the
+            # client writes.
+            problems.append("PUBLIC_ORIGIN (the page's https:// origin) is required in production")
         found = [p for p in problems if p]
         if found:
             raise ConfigError("refusing to start in production: " + "; ".join(found))
 
 
+def _origin(name: str, value: str) -> str:
+    # Browsers send the Origin lower-case and without a trailing slash; accept either here.
+    origin = value.rstrip("/").lower()
+    if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+        raise ValueError(f"{name}: {value!r} must look like https://host[:port]")
+    return origin
+
+
+def too_wide_for_proxies(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    if isinstance(network, ipaddress.IPv6Network):
+        for carrier, ipv4_starts in IPV4_CARRIERS:
+            if network.overlaps(carrier):
+                # The IPv4 prefix it amounts to (negative: it holds the whole carrier).
+                return network.prefixlen - ipv4_starts < WIDEST_PROXY_PREFIX[4]
+    return network.prefixlen < WIDEST_PROXY_PREFIX[network.version]
+
+
+def _shannon_bits(symbols: Sequence[object]) -> float:
+    """Shannon entropy of the symbols' distribution, times their number."""
+    total = len(symbols)
+    counts = Counter(symbols).values()
+    return -sum(n * math.log2(n / total) for n in counts)
+
+
+def secret_entropy_bits(secret: str) -> float:
+    """A conservative estimate of a secret's entropy: its characters' Shannon entropy
+    times its length, lowered when they follow a pattern: steps between neighbours that
+    repeat ("abcdef...", "123123..."), or blocks that recur ("Password1Password1")."""
+    if len(secret) < 4:
+        return 0.0
+    by_chars = _shannon_bits(secret)
+    by_steps = _shannon_bits([ord(b) - ord(a) for a, b in itertools.pairwise(secret)])
+    grams = [secret[i : i + 4] for i in range(len(secret) - 3)]
+    distinct = len(set(grams)) / len(grams)
+    return min(by_chars, by_steps) * distinct
+
+
 def _weak(name: str, value: str) -> str | None:
     if not value:
         return f"{name} is missing"
-    if value in KNOWN_WEAK or len(value) < MIN_SECRET_LEN or len(set(value)) < 10:
-        return f"{name} is weak (use at least {MIN_SECRET_LEN} random characters)"
+    if (
+        value in KNOWN_WEAK
+        or len(value) < MIN_SECRET_LEN
+        or secret_entropy_bits(value) < MIN_SECRET_BITS
+    ):
+        return (
+            f"{name} is weak (use at least {MIN_SECRET_LEN} random characters, e.g. "
+            '`python -c "import secrets; print(secrets.token_urlsafe(48))"`)'
+        )
     return None
 
 

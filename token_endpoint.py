@@ -19,8 +19,9 @@ from api_errors import ApiError
 from livekit_token import DispatchInfo, mint_token, new_session_id, room_name
 from policies.admission import Refused
 from policies.client_address import client_address
-from policies.pseudonyms import ua_family
+from policies.pseudonyms import Salt, known_ua_family, ua_family
 from sessions.redis_conn import REDIS_ERRORS
+from sessions.store import SessionStore
 
 if TYPE_CHECKING:
     from token_server import Services
@@ -134,6 +135,7 @@ class TokenEndpoint:
     def __init__(self, services: Services, *, admit: bool = True) -> None:
         self.services = services
         self.admit = admit
+        self.records = SessionStore(services.hasher.redis)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -214,27 +216,33 @@ class TokenEndpoint:
             raise ApiError(400, "no_client_address", "The client address could not be read.")
         user_agent = next((v for k, v in raw_headers if k == b"user-agent"), b"")
         user_agent_text = user_agent.decode("latin-1")
+        # Parsing a user agent costs milliseconds: a browser seen before is described in
+        # the admission's one write, an unknown one only once admitted (describe_client),
+        # so a refusal never pays for parsing whatever a flood puts in the header.
+        family = known_ua_family(user_agent_text)
         try:
             salt = await services.hasher.current_salt()
             visitor = services.hasher.visitor(salt, address)
+            record = {
+                "session_id": session_id,
+                "room": room,
+                "persona": persona.id,
+                "language": persona.language,
+                "visitor": visitor,
+                "salt_period": str(salt.period),
+                "max_duration_s": str(duration_s),
+                "join_window_s": str(services.policies.limits.session.join_window_s),
+                "status": "issued",
+            }
+            if family is not None:
+                record["ua"] = services.hasher.user_agent(salt, user_agent_text)
+                record["ua_family"] = family.label()
             decision = await services.admission.admit(
                 visitor=visitor,
                 session_id=session_id,
                 persona=persona.id,
                 duration_s=duration_s,
-                record={
-                    "session_id": session_id,
-                    "room": room,
-                    "persona": persona.id,
-                    "language": persona.language,
-                    "visitor": visitor,
-                    "ua": services.hasher.user_agent(salt, user_agent_text),
-                    "ua_family": ua_family(user_agent_text).label(),
-                    "salt_period": str(salt.period),
-                    "max_duration_s": str(duration_s),
-                    "join_window_s": str(services.policies.limits.session.join_window_s),
-                    "status": "issued",
-                },
+                record=record,
             )
         except REDIS_ERRORS as exc:
             log.error("redis unavailable", extra={"error": type(exc).__name__})
@@ -261,6 +269,8 @@ class TokenEndpoint:
             if services.ops:  # metrics and the automatic defence
                 await services.ops.on_refused(visitor, decision)
             raise refusal_error(decision)
+        if family is None:
+            await self.describe_client(session_id, salt, user_agent_text)
         if services.ops:
             services.ops.on_issued(persona.id)
         # DEBUG like refusals: the session record (Redis) and the issued-tokens metric are
@@ -270,3 +280,16 @@ class TokenEndpoint:
             extra={"session_id": session_id, "persona": persona.id, "visitor": visitor},
         )
         return decision.issued_at
+
+    async def describe_client(self, session_id: str, salt: Salt, user_agent: str) -> None:
+        """The user-agent pseudonym and family of an admitted session whose user agent was
+        not known at admission. The token is already counted: if Redis fails now, the
+        record only lacks these two fields."""
+        fields = {
+            "ua": self.services.hasher.user_agent(salt, user_agent),
+            "ua_family": ua_family(user_agent).label(),
+        }
+        try:
+            await self.records.update(session_id, fields)
+        except REDIS_ERRORS as exc:
+            log.warning("user agent not recorded", extra={"error": type(exc).__name__})

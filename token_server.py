@@ -1,6 +1,7 @@
 """The token server: persona catalogue, rate-limited LiveKit tokens, health.
 
-`python token_server.py` serves it on HOST:PORT; `uvicorn token_server:app` works too.
+`python token_server.py` serves it on HOST:PORT with the HTTP limits of http_limits.py
+(`uvicorn token_server:app` works too, without them: not for production).
 See DESIGN (docs/DESIGN.md) for the contracts; every refusal is JSON
 `{"error": code, "message": text}`.
 """
@@ -24,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 
 from agents_catalog import Catalog, CatalogError, load_catalog
 from api_errors import NO_STORE, ApiError, error_response
+from http_limits import limited_http_protocol
 from logs import now_ms, setup_logging
 from ops.install import install_ops
 from ops.runtime import OpsRuntime
@@ -31,7 +33,7 @@ from policies import Policies, PolicyError, load_policies
 from policies.admission import Admission
 from policies.pseudonyms import VisitorHasher
 from sessions.pipelined_redis import PipelinedRedis
-from sessions.redis_conn import REDIS_ERRORS, connect
+from sessions.redis_conn import REDIS_ERRORS, connect, eviction_risk
 from settings import ConfigError, Settings
 from token_endpoint import TokenEndpoint
 
@@ -61,11 +63,15 @@ class Services:
 # --- request guards ---------------------------------------------------------------------
 
 
-def origin_allowed(origin: str, host: str | None, allowed: list[str]) -> bool:
-    """The page's own origin (same host as the request) and ALLOWED_ORIGINS only."""
-    if origin.rstrip("/") in allowed:
+def origin_allowed(origin: str, host: str | None, settings: Settings) -> bool:
+    """The page's origin (PUBLIC_ORIGIN) and ALLOWED_ORIGINS only. The Host header is the
+    client's to write: it stands in for an unset PUBLIC_ORIGIN in development only."""
+    origin = origin.rstrip("/").lower()
+    if origin in settings.allowed_origins or origin == settings.public_origin:
         return True
-    return bool(host) and urlsplit(origin).netloc.lower() == (host or "").lower()
+    if settings.public_origin or settings.production:
+        return False
+    return bool(host) and urlsplit(origin).netloc == (host or "").lower()
 
 
 class GuardMiddleware:
@@ -99,7 +105,7 @@ class GuardMiddleware:
         path: str = scope["path"]
         cors_origin = None
         if origin and path.startswith("/api/"):
-            if origin_allowed(origin, host, self.settings.allowed_origins):
+            if origin_allowed(origin, host, self.settings):
                 cors_origin = origin
             elif scope["method"] == "OPTIONS" or path == "/api/token":
                 response = error_response(
@@ -179,13 +185,24 @@ def build_services(settings: Settings) -> Services:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     services = build_services(settings)
-    redis = services.hasher._redis
+    redis = services.hasher.redis
+
+    async def say_if_redis_may_evict() -> None:
+        """At start: /readyz fails on this too, and whoever reads the log learns why."""
+        try:
+            problem = await eviction_risk(redis)
+        except REDIS_ERRORS as exc:
+            log.warning("redis unreachable at start", extra={"error": type(exc).__name__})
+            return
+        if problem:
+            log.error(problem)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Everything loaded so far (catalogue, policies, framework) lives as long as the
         # process: keep it out of the garbage collector's full scans on the hot path.
         gc.freeze()
+        await say_if_redis_may_evict()
         async with ops.background():  # the never-joined sweeper
             yield
         await redis.aclose()
@@ -239,9 +256,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         try:
-            await redis.ping()
+            problem = await eviction_risk(redis)
         except REDIS_ERRORS:
             return error_response(503, "unavailable", "Redis is unreachable.")
+        if problem:
+            return error_response(503, "redis_may_evict", problem)
         return JSONResponse({"status": "ready"}, headers=NO_STORE)
 
     from web import web_router  # the demo page (web/): `/` and `/assets/*`
@@ -275,24 +294,34 @@ def _startup_error(exc: Exception) -> None:
     raise SystemExit(2) from exc
 
 
-def main() -> None:
+def serve(application: FastAPI, settings: Settings) -> None:
+    """Serve the app as production does: uvicorn with our HTTP limits (http_limits.py)."""
     import uvicorn
 
+    services: Services = application.state.services
+    limits = services.policies.limits.http
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        http=limited_http_protocol(limits),
+        ws="none",  # no WebSocket here; uvicorn's WebSocket protocols log client addresses
+        timeout_keep_alive=limits.keep_alive_timeout_s,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        proxy_headers=False,  # client address is ours to decide (TRUSTED_PROXIES)
+    )
+
+
+def main() -> None:
     try:
         settings = Settings()
         setup_logging(settings.log_level)
         application = create_app(settings)
     except (ConfigError, PolicyError, CatalogError, ValueError) as exc:
         _startup_error(exc)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        proxy_headers=False,  # client address is ours to decide (TRUSTED_PROXIES)
-    )
+    serve(application, settings)
 
 
 if __name__ == "__main__":

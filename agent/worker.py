@@ -31,6 +31,7 @@ from agent.recording import RecordOutbox, SessionRecorder
 from agent.vad_blocks import BlockedSileroVAD
 from agents_catalog import Catalog, load_catalog
 from agents_catalog.showcase import Showcase
+from logs import guard_handlers
 from ops.policy import load_ops_policy
 from policies.admission import Admission
 from policies.claim import Claims
@@ -82,7 +83,9 @@ def load_vad(data: WorkerData) -> BlockedSileroVAD:
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Once per job process, before any call: the VAD model and the data files."""
+    """Once per job process, before any call: the log filter, the VAD model, the data files."""
+    # The job process's log handler forwards to the main process: filter before it does.
+    guard_handlers()
     started = time.perf_counter()
     data = load_worker_data()
     proc.userdata["vad"] = load_vad(data)
@@ -273,6 +276,8 @@ def build_server(settings: Settings | None = None, *, check_keys: bool = True) -
     server = AgentServer(
         setup_fnc=prewarm,
         num_idle_processes=settings.agent_num_idle_processes,
+        # livekit-agents binds every interface by default.
+        host=settings.agent_health_host,
         port=settings.agent_health_port,
         load_fnc=load_fnc,
         load_threshold=load_threshold,
@@ -282,5 +287,8 @@ def build_server(settings: Settings | None = None, *, check_keys: bool = True) -
         shutdown_process_timeout=SHUTDOWN_PROCESS_TIMEOUT_S,
         job_memory_warn_mb=400,
     )
+    # livekit-agents' CLI installs its log handlers (and in `dev` sets its logger to DEBUG,
+    # where it logs what callers say) after this: filter them once the server runs.
+    server.on("worker_started", guard_handlers)
     server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)
     return server

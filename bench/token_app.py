@@ -2,8 +2,11 @@
 
 `POST /bench/mint` is the same TokenEndpoint as `POST /api/token` with admission switched
 off: same body parsing, persona lookup, token and response, no pseudonyms and no Redis.
-It is the baseline (a) that the full path (b) and the refusal path (c) are compared with,
-in one process. It exists only in this module, never in the served app.
+It is the baseline (a) that the full paths (b, c, d) are compared with, in one process.
+It exists only in this module, never in the served app.
+
+`python -m bench.token_app` serves it as `python token_server.py` serves the app (HOST,
+PORT, the HTTP limits of http_limits.py).
 """
 
 from __future__ import annotations
@@ -19,3 +22,7 @@ assert services.ops is not None
 app.state.fast_lane["/bench/mint"] = LatencyMiddleware(
     TokenEndpoint(services, admit=False), services.ops.metrics, route="/bench/mint"
 )
+
+
+if __name__ == "__main__":
+    token_server.serve(app, services.settings)

@@ -18,11 +18,11 @@ never half closed.
 from __future__ import annotations
 
 import logging
-import time
 
 from ops.context import OpsContext
 from ops.records import text
 from policies import keys
+from sessions.redis_conn import redis_clock
 
 log = logging.getLogger("ops.reconcile")
 
@@ -76,8 +76,8 @@ async def expire_unjoined(ctx: OpsContext, now: float | None = None) -> list[str
     """Release every open session whose token was never used to join; returns their ids.
 
     Open sessions are the members of the global lease set, so this costs one read per
-    live session, not a scan of every record."""
-    now = time.time() if now is None else now
+    live session, not a scan of every record. `now` is Redis' clock (issue times are)."""
+    now = await redis_clock(ctx.redis) if now is None else now
     members = [text(m) for m in await ctx.redis.zrange(keys.global_active(), 0, -1)]
     if not members:
         return []

@@ -93,6 +93,9 @@ class RoomLimits(_Strict):
 class HttpLimits(_Strict):
     max_body_bytes: Annotated[int, Field(ge=256, le=1_048_576)]
     max_header_bytes: Annotated[int, Field(ge=1024, le=65_536)]
+    request_read_timeout_s: Annotated[float, Field(ge=0.5, le=120)]
+    keep_alive_timeout_s: Annotated[int, Field(ge=1, le=300)]
+    max_connections: Annotated[int, Field(ge=16, le=100_000)]
 
 
 class Limits(_Strict):

@@ -14,6 +14,7 @@ import hmac
 import ipaddress
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,11 +26,15 @@ from ua_parser import parse as parse_ua
 from policies import keys
 from policies.client_address import IPAddress
 from policies.model import Retention
+from sessions.redis_conn import redis_clock
 
 # How often a process re-asserts its cached salt in Redis: if Redis lost its data, every
 # process converges on one salt again within this delay (first writer wins).
 SALT_RECHECK_S = 60.0
 PSEUDONYM_HEX = 32
+# User-agent families remembered per process. Only admitted requests add to it (the
+# refusal path never parses), so a flood of invented user agents cannot evict real ones.
+UA_FAMILY_CACHE_SIZE = 4096
 _HERE = Path(__file__).resolve().parent
 
 
@@ -64,10 +69,40 @@ def _allowed_families() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(data["browsers"]), frozenset(data["operating_systems"])
 
 
-@lru_cache(maxsize=4096)
+# Keyed by a digest: the cache holds no user agent, and a 500-character one costs a
+# microsecond to look up instead of the parser's milliseconds.
+_FAMILIES: OrderedDict[bytes, UAFamily] = OrderedDict()
+
+
+def _family_key(user_agent: str) -> bytes:
+    return hashlib.blake2b(user_agent.encode("utf-8", "replace"), digest_size=16).digest()
+
+
+def known_ua_family(user_agent: str) -> UAFamily | None:
+    """The family of a user agent parsed before, or None; never parses (cheap enough for
+    the refusal path, which a flood of invented user agents goes through)."""
+    key = _family_key(user_agent)
+    family = _FAMILIES.get(key)
+    if family is not None:
+        _FAMILIES.move_to_end(key)
+    return family
+
+
 def ua_family(user_agent: str) -> UAFamily:
     """Coarse family from ua-parser (browser, OS, device class); no version numbers and
-    no free text: names outside policies/ua_families.yaml become "Other"."""
+    no free text: names outside policies/ua_families.yaml become "Other". Remembered
+    (known_ua_family) so a returning browser is not parsed again."""
+    known = known_ua_family(user_agent)
+    if known is not None:
+        return known
+    family = _parse_family(user_agent)
+    _FAMILIES[_family_key(user_agent)] = family
+    if len(_FAMILIES) > UA_FAMILY_CACHE_SIZE:
+        _FAMILIES.popitem(last=False)
+    return family
+
+
+def _parse_family(user_agent: str) -> UAFamily:
     if not user_agent:
         return UAFamily("none", "none", "other")
     browsers, systems = _allowed_families()
@@ -112,7 +147,16 @@ class VisitorHasher:
         self._pepper = pepper.encode()
         self._retention = retention
         self._cache: dict[int, tuple[bytes, float]] = {}
-        self._fetching: tuple[int, asyncio.Future[bytes]] | None = None
+        # The check in flight: for the present (None) or for a given period.
+        self._fetching: tuple[int | None, asyncio.Future[Salt]] | None = None
+        # Redis' clock minus ours, read at every salt check. Periods follow Redis' clock,
+        # like admission's buckets: a process whose clock is off would otherwise hash
+        # under another period's salt, and its visitors escape the counts made elsewhere.
+        self._clock_offset: float | None = None
+
+    @property
+    def redis(self) -> Redis:
+        return self._redis
 
     def period_of(self, now: float) -> int:
         return int(now // self._retention.salt_period_s)
@@ -125,30 +169,47 @@ class VisitorHasher:
         return period_end + longest
 
     async def current_salt(self, now: float | None = None) -> Salt:
-        now = time.time() if now is None else now
-        period = self.period_of(now)
-        cached = self._cache.get(period)
-        if cached and (now - cached[1] < SALT_RECHECK_S or self._fetching is not None):
-            # Fresh, or being re-checked by another request: no round trip for this one.
-            return Salt(period, cached[0])
-        if self._fetching is None or self._fetching[0] != period:
-            # Single flight: one request (re)asserts the salt, concurrent ones wait for it,
-            # so a cold process or a period change costs one round trip, not one each.
-            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-            self._fetching = (period, future)
+        """The salt of the period `now` falls in, by Redis' clock. By default the present:
+        Redis' clock as read at the last salt check (at most SALT_RECHECK_S ago), plus the
+        time since by ours."""
+        estimate = now
+        if estimate is None and self._clock_offset is not None:
+            estimate = time.time() + self._clock_offset
+        if estimate is not None:
+            period = self.period_of(estimate)
+            cached = self._cache.get(period)
+            if cached and (estimate - cached[1] < SALT_RECHECK_S or self._fetching is not None):
+                # Fresh, or being re-checked by another request: no round trip for this one.
+                return Salt(period, cached[0])
+        key = None if now is None else self.period_of(now)
+        if self._fetching is None or self._fetching[0] != key:
+            # Single flight: one request (re)checks the salt, concurrent ones wait for it,
+            # so a cold process or a period change costs one check, not one each.
+            future: asyncio.Future[Salt] = asyncio.get_running_loop().create_future()
+            self._fetching = (key, future)
             try:
-                value = await self._assert_salt(period, cached[0] if cached else None)
+                salt = await self._check(now)
             except BaseException as exc:
                 future.set_exception(exc)
                 future.exception()  # consumed here; waiters re-raise their own copy
                 raise
             else:
-                future.set_result(value)
-                self._cache = {period: (value, now)}
+                future.set_result(salt)
             finally:
                 self._fetching = None
-            return Salt(period, value)
-        return Salt(period, await asyncio.shield(self._fetching[1]))
+            return salt
+        return await asyncio.shield(self._fetching[1])
+
+    async def _check(self, now: float | None) -> Salt:
+        if now is None:
+            # Redis' clock first: a host clock that drifted or jumped never picks the period.
+            now = await redis_clock(self._redis)
+            self._clock_offset = now - time.time()
+        period = self.period_of(now)
+        cached = self._cache.get(period)
+        value = await self._assert_salt(period, cached[0] if cached else None)
+        self._cache = {period: (value, now)}
+        return Salt(period, value)
 
     async def _assert_salt(self, period: int, known: bytes | None) -> bytes:
         candidate = known or secrets.token_bytes(32)

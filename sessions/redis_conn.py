@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 # What "Redis is unavailable or failing" looks like to callers: catch these, never more.
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError)
 
-__all__ = ["REDIS_ERRORS", "RedisError", "connect"]
+__all__ = ["REDIS_ERRORS", "RedisError", "connect", "eviction_risk", "redis_clock"]
 
 
 # Connections per process. Commands here take well under a millisecond, so a burst of
@@ -38,3 +38,26 @@ def connect(url: str, timeout_s: float = 0.5) -> Redis:
         health_check_interval=0,
     )
     return Redis.from_pool(pool)
+
+
+async def redis_clock(redis: Redis) -> float:
+    """Redis' clock (TIME), in seconds: the one clock every process and script shares.
+    Admission stamps records and buckets with it, so anything compared with those stamps
+    (the never-joined sweeper, salt periods) must read it too, never the host's clock."""
+    seconds, micros = await redis.time()
+    return float(seconds) + micros / 1_000_000
+
+
+async def eviction_risk(redis: Redis) -> str | None:
+    """Why Redis might drop our keys by itself, or None. Under any maxmemory-policy but
+    noeviction a full Redis deletes keys to make room: session records, limit counters,
+    salts, blocks, silently; with noeviction it refuses writes instead, which we see
+    (503, records retried). Read from INFO, which managed Redis services allow."""
+    memory = await redis.info("memory")
+    policy = str(memory.get("maxmemory_policy", "unknown"))
+    if policy == "noeviction":
+        return None
+    return (
+        f"Redis maxmemory-policy is {policy}: it may evict our keys (session records, "
+        "limits, salts, blocks) when its memory is full; set maxmemory-policy noeviction"
+    )

@@ -3,19 +3,25 @@
 Two real token-server processes behind a "proxy" (TRUSTED_PROXIES=127.0.0.1/32), at DEBUG
 log level so every log line that can exist does, serve a distinctive IPv4 and IPv6 address
 and a distinctive user agent through every path: tokens in both forms, refusals, bad input,
-the catalogue, a preflight, a release. Then every Redis key and value and every log line
-is searched for the address and user agent in any form we can think of (whole, partial,
-the IPv6 /64 text, packed bytes, unsalted hashes). Every key must have a TTL within the
-policy, and session records hold only the categories the privacy policy names.
+the catalogue, a preflight, a release. A client connecting straight from a distinctive
+loopback address (not a proxy: its socket address is the visitor's) tries what uvicorn
+itself answers or logs: WebSocket upgrades, unknown pages, bad and malformed HTTP,
+oversized headers. Then every Redis key and value and every log line is searched for the
+addresses and user agent in any form we can think of (whole, partial, the IPv6 /64 text,
+packed bytes, unsalted hashes). Every key must have a TTL within the policy, and session
+records hold only the categories the privacy policy names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import ipaddress
 import json
+import logging
 import re
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,13 +29,20 @@ import httpx
 import pytest
 import redis
 
+from logs import JsonFormatter, PrivacyFilter
 from policies import keys, load_policies
 from policies.admission import Admission
 from policies.claim import CLAIM_FIELDS as CLAIM_WRITES
 from policies.claim import Claims
 from sessions.redis_conn import connect
 from tests.support import ServerProcess
-from tests.token_support import dump_redis, running_servers, session_record, settings_env
+from tests.token_support import (
+    dump_redis,
+    read_until_closed,
+    running_servers,
+    session_record,
+    settings_env,
+)
 
 IPV4 = "198.51.100.77"
 IPV6 = "2001:db8:4f2a:77c1:1234:5678:9abc:def0"
@@ -38,6 +51,9 @@ USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) OcfPrivacyProbe/9.7731 AppleWebKit/537.36"
     " (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
 )
+# A client's own socket address (no proxy in front): loopback, so the test can use it, and
+# distinctive, so it cannot be confused with the servers' own 127.0.0.1.
+PEER = "127.77.41.9"
 # An app/scraper user agent: the parser's "family" would be client-written text.
 APP_USER_AGENT = "OcfScraperProbe/4.2 CFNetwork/1410.0.3 Darwin/22.6.0"
 
@@ -61,13 +77,16 @@ def forbidden_texts() -> list[bytes]:
         IPV4, "198.51.100.", "51.100.77", IPV6, IPV6.upper(), v6.exploded, IPV6_SAME_64,
         "2001:db8:4f2a:77c1", "2001:0db8:4f2a:77c1", str(net), str(net.network_address),
         "4f2a:77c1", USER_AGENT, "OcfPrivacyProbe", APP_USER_AGENT, "OcfScraperProbe",
+        PEER, "127.77.41", "77.41.9",
     ]  # fmt: skip
     out = [t.encode() for t in texts]
     # Unsalted hashes would be as good as the address (a 2^32 space is searched in minutes).
-    for value in (IPV4, IPV6, str(net), str(net.network_address), USER_AGENT, APP_USER_AGENT):
+    values = (IPV4, IPV6, str(net), str(net.network_address), PEER, USER_AGENT, APP_USER_AGENT)
+    for value in values:
         for algo in ("md5", "sha1", "sha256"):
             out.append(hashlib.new(algo, value.encode()).hexdigest().encode())
     out.append(ipaddress.IPv4Address(IPV4).packed)
+    out.append(ipaddress.IPv4Address(PEER).packed)
     out.append(v6.packed[:8])
     return out
 
@@ -129,6 +148,49 @@ def exercise(servers: list[ServerProcess]) -> list[str]:
     return minted
 
 
+WEBSOCKET = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+MALFORMED = [
+    b"GET / HTTP/1.1\r\nHost: demo\r\nNo colon here\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32),  # a TLS hello, plain HTTP port
+    b"GET /" + b"a" * 100 + b" HTTP/9.9\r\n\r\n",
+    b"POST /api/token HTTP/1.1\r\nHost: demo\r\nContent-Length: -5\r\n\r\n",
+    b"POST /api/token HTTP/1.1\r\nHost: demo\r\n" + b"X-Pad: " + b"p" * 20_000 + b"\r\n\r\n",
+    b"GET /api/token HTTP/1.1\r\nHost: demo\r\n"
+    + b"".join(f"{k}: {v}\r\n".encode() for k, v in WEBSOCKET.items())
+    + b"\r\n",
+]
+
+
+def raw_exchange(server: ServerProcess, request: bytes) -> bytes:
+    """Send bytes from PEER and read whatever comes back until the server hangs up."""
+    with socket.create_connection(("127.0.0.1", server.port), 10, (PEER, 0)) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        return read_until_closed(sock)
+
+
+def exercise_from_peer(server: ServerProcess) -> None:
+    """What a client talking straight to a token server can make uvicorn answer or log."""
+    transport = httpx.HTTPTransport(local_address=PEER)
+    with httpx.Client(base_url=server.base_url, transport=transport, timeout=10) as client:
+        for path in ("/", "/api/token", "/ops", "/livekit/webhook"):
+            upgrade = client.get(path, headers=WEBSOCKET)
+            assert upgrade.status_code != 101, path  # no WebSocket is served here
+        assert client.get("/no-such-page").status_code == 404
+        assert client.post("/api/token", content=b"{", headers={
+            "Content-Type": "application/json"}).status_code == 422  # fmt: skip
+        assert client.post("/api/tokens", json={"agent": "x"}).status_code == 404
+    answers = [raw_exchange(server, request) for request in MALFORMED]
+    statuses = [a.split(b" ", 2)[1] if a.startswith(b"HTTP/1.1 ") else a[:20] for a in answers]
+    assert statuses[:5] == [b"400", b"400", b"400", b"400", b"431"], statuses
+    assert statuses[5] != b"101", statuses
+
+
 async def claim_and_release(redis_url: str, session_id: str) -> None:
     """The session's life as a worker leads it: claimed, then released."""
     client = connect(redis_url, 2.0)
@@ -145,6 +207,7 @@ def after_run(servers: list[ServerProcess], redis_url: str) -> dict[str, Any]:
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     minted = exercise(servers)
+    exercise_from_peer(servers[1])
     asyncio.run(claim_and_release(redis_url, minted[0]))
     stored = dump_redis(client)
     records = {sid: session_record(client, sid) for sid in minted}
@@ -215,3 +278,33 @@ def test_logs_hold_no_address_or_user_agent(after_run: dict[str, Any]) -> None:
     assert everything.count('"token issued"') == 2
     assert everything.count('"token refused"') == 2
     assert '"request"' in everything
+    # ...and uvicorn's own lines about the malformed requests.
+    assert "Invalid HTTP request received." in everything
+
+
+def test_the_log_filter_masks_addresses_and_drops_what_callers_said() -> None:
+    """The net under every log handler (logs.PrivacyFilter), on a real handler and logger."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(PrivacyFilter())
+    logger = logging.getLogger("tests.privacy.filter")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning('%s - "WebSocket /" 403', f"{PEER}:51234")
+        logger.warning(
+            "received user transcript",
+            extra={"lk.pii.user_transcript": "my name is Odile", "peer": f"[{IPV6}]:443",
+                   "hops": [IPV4, "10.1.2"], "at": "12:30:45", "session_id": "ab12:cd34"},
+        )  # fmt: skip
+    finally:
+        logger.removeHandler(handler)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["msg"] == '[address]:51234 - "WebSocket /" 403'
+    assert "lk.pii.user_transcript" not in second
+    assert second["peer"] == "[[address]]:443"
+    assert second["hops"] == '["[address]", "10.1.2"]'
+    assert (second["at"], second["session_id"]) == ("12:30:45", "ab12:cd34")
+    assert leaks(stream.getvalue().encode()) == []
+    assert "Odile" not in stream.getvalue()

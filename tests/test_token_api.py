@@ -8,6 +8,7 @@ header limits and the Host/Origin pair are decided by the real HTTP stack.
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -423,3 +424,39 @@ def test_preflight(http: httpx.Client, redis_client: redis.Redis) -> None:
     assert refused.json()["error"] == "origin_not_allowed"
     assert "access-control-allow-origin" not in refused.headers
     assert snapshot(redis_client) == before
+
+
+PUBLIC_ORIGIN = "https://demo.onecallflow.test"
+
+
+@pytest.mark.parametrize("environment", ["production", "development"])
+async def test_the_origin_is_checked_against_the_public_origin_not_the_host(
+    redis_url: str, policies_dir: Path, redis_client: redis.Redis, environment: str
+) -> None:
+    app = make_app(
+        redis_url,
+        policies_dir,
+        environment=environment,
+        public_origin=PUBLIC_ORIGIN,
+        allowed_origins=[ALLOWED_ORIGIN],
+        livekit_api_secret=secrets.token_urlsafe(48),
+        visitor_hash_secret=secrets.token_urlsafe(48),
+    )
+    body = {"agent": "agence-immo-fr"}
+    async with asgi_client(app) as client:
+        # Another site's page; its request names that site as Host too (a client writes both).
+        forgeries = [
+            ("https://evil.example", "evil.example"),
+            ("http://demo.onecallflow.test", "demo.onecallflow.test"),
+        ]
+        for origin, host in forgeries:
+            forged = await client.post(
+                "/api/token", json=body, headers={"Origin": origin, "Host": host}
+            )
+            assert forged.status_code == 403, (origin, forged.text)
+            assert forged.json()["error"] == "origin_not_allowed"
+        assert redis_client.dbsize() == 0
+        for origin in (PUBLIC_ORIGIN, ALLOWED_ORIGIN):
+            ours = await client.post("/api/token", json=body, headers={"Origin": origin})
+            assert ours.status_code == 201, (origin, ours.text)
+            assert ours.headers["access-control-allow-origin"] == origin

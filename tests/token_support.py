@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -146,6 +147,18 @@ async def burst(
         await asyncio.sleep(0)
         go.set()
         return list(await asyncio.gather(*tasks))
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends on a raw connection until it hangs up (a reset after
+    its answer, as when it closes with unread input, ends the reading too)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
 
 
 def redis_now(client: redis.Redis) -> float:

@@ -112,10 +112,20 @@ def load_ops_policy(policies: Policies, directory: Path | None = None) -> OpsPol
     rules = validate_file(OpsPolicy, path)
     # A block is keyed by a pseudonym: it may not outlive what the privacy policy allows
     # for pseudonyms.
-    if rules.block_max_s > policies.retention.pseudonym_ttl_s:
+    retention = policies.retention
+    if rules.block_max_s > retention.pseudonym_ttl_s:
         raise PolicyError(
             f"{path}: blocks.max_days exceeds retention ip_ua_hashes_days "
-            f"({policies.retention.ip_ua_hashes_days})"
+            f"({retention.ip_ua_hashes_days})"
+        )
+    # Admission holds a block across one salt rotation (it checks the previous period's
+    # pseudonym too), so no block may span two.
+    longest_block = max(rules.block_max_s, rules.auto_block.block_hours * 3600)
+    if longest_block > retention.salt_period_s:
+        raise PolicyError(
+            f"{path}: blocks.max_days / auto_block.block_hours exceed retention "
+            f"salt_period_days ({retention.salt_period_days}): a block would outlive the "
+            "next salt rotation"
         )
     return rules
 

@@ -4,6 +4,11 @@ pseudonym = HMAC-SHA256(pepper, kind | period | salt | value), truncated to 128 
 The pepper (VISITOR_HASH_SECRET) never leaves the process; the salt is random per period
 and lives in Redis only as long as the retention policy allows, so when it expires the
 old pseudonyms can no longer be linked to any address, even by us.
+
+A salt rotation must not lift a block (a block may last up to `blocks.max_days`, the salt
+period at most): a visitor's pseudonym also carries the same address's pseudonym under the
+previous period's salt, which Redis keeps anyway for access and erasure, and admission
+checks a block under either. Nothing new is stored to link the two.
 """
 
 from __future__ import annotations
@@ -104,6 +109,22 @@ def _as_bytes(value: object) -> bytes:
 class Salt:
     period: int
     value: bytes
+    # The previous period's salt while Redis still has it (see VisitorId).
+    previous: bytes | None = None
+
+
+class VisitorId(str):
+    """A visitor pseudonym (the string itself, under the current salt) that also knows the
+    same address's pseudonym under the previous period's salt, or None. Admission checks
+    a block under both, so a rotation does not lift it; the link lives only in this
+    request's memory."""
+
+    previous: str | None
+
+    def __new__(cls, value: str, previous: str | None = None) -> VisitorId:
+        self = super().__new__(cls, value)
+        self.previous = previous
+        return self
 
 
 class VisitorHasher:
@@ -111,8 +132,8 @@ class VisitorHasher:
         self._redis = redis
         self._pepper = pepper.encode()
         self._retention = retention
-        self._cache: dict[int, tuple[bytes, float]] = {}
-        self._fetching: tuple[int, asyncio.Future[bytes]] | None = None
+        self._cache: dict[int, tuple[Salt, float]] = {}
+        self._fetching: tuple[int, asyncio.Future[Salt]] | None = None
 
     def period_of(self, now: float) -> int:
         return int(now // self._retention.salt_period_s)
@@ -130,34 +151,37 @@ class VisitorHasher:
         cached = self._cache.get(period)
         if cached and (now - cached[1] < SALT_RECHECK_S or self._fetching is not None):
             # Fresh, or being re-checked by another request: no round trip for this one.
-            return Salt(period, cached[0])
+            return cached[0]
         if self._fetching is None or self._fetching[0] != period:
             # Single flight: one request (re)asserts the salt, concurrent ones wait for it,
             # so a cold process or a period change costs one round trip, not one each.
-            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[Salt] = asyncio.get_running_loop().create_future()
             self._fetching = (period, future)
             try:
-                value = await self._assert_salt(period, cached[0] if cached else None)
+                salt = await self._assert_salt(period, cached[0].value if cached else None)
             except BaseException as exc:
                 future.set_exception(exc)
                 future.exception()  # consumed here; waiters re-raise their own copy
                 raise
             else:
-                future.set_result(value)
-                self._cache = {period: (value, now)}
+                future.set_result(salt)
+                self._cache = {period: (salt, now)}
             finally:
                 self._fetching = None
-            return Salt(period, value)
-        return Salt(period, await asyncio.shield(self._fetching[1]))
+            return salt
+        return await asyncio.shield(self._fetching[1])
 
-    async def _assert_salt(self, period: int, known: bytes | None) -> bytes:
+    async def _assert_salt(self, period: int, known: bytes | None) -> Salt:
         candidate = known or secrets.token_bytes(32)
         # One round trip: create ours if none exists (first writer wins, also after Redis
-        # lost its data), else learn the existing one.
-        existing = await self._redis.set(
-            keys.salt(period), candidate, nx=True, get=True, exat=self._expires_at(period)
-        )
-        return _as_bytes(existing) if existing is not None else candidate
+        # lost its data), else learn the existing one; and read the previous period's salt,
+        # never create it (no salt, no pseudonym made with it, nothing to check).
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.salt(period), candidate, nx=True, get=True, exat=self._expires_at(period))
+            pipe.get(keys.salt(period - 1))
+            existing, previous = await pipe.execute()
+        value = _as_bytes(existing) if existing is not None else candidate
+        return Salt(period, value, _as_bytes(previous) if previous is not None else None)
 
     async def live_salts(self) -> list[Salt]:
         """Every salt still in Redis: an address's pseudonyms under each of them cover all
@@ -174,8 +198,12 @@ class VisitorHasher:
         message = b"|".join((kind.encode(), str(salt.period).encode(), salt.value, value.encode()))
         return hmac.new(self._pepper, message, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
 
-    def visitor(self, salt: Salt, address: IPAddress) -> str:
-        return self.pseudonym(salt, "ip", normalise_ip(address))
+    def visitor(self, salt: Salt, address: IPAddress) -> VisitorId:
+        value = normalise_ip(address)
+        previous = None
+        if salt.previous is not None:
+            previous = self.pseudonym(Salt(salt.period - 1, salt.previous), "ip", value)
+        return VisitorId(self.pseudonym(salt, "ip", value), previous)
 
     def user_agent(self, salt: Salt, user_agent: str) -> str:
         return self.pseudonym(salt, "ua", user_agent)

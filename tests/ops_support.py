@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from livekit import api
 
-from tests.support import ROOT
+from tests.support import ROOT, write_policies
 from tests.token_support import API_KEY, API_SECRET, settings_env
 
 OPS_TOKEN = "ops-token-for-tests-0123456789-abcdefghijkl"
@@ -48,6 +50,17 @@ def run_ops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
         timeout=60,
         check=False,
     )
+
+
+def write_ops_policies(directory: Path, **sections: dict[str, Any]) -> Path:
+    """The shipped policies, with sections of ops.yaml replaced in part (e.g.
+    `auto_block={"refusals_per_day": 4}`); limits and retention as shipped."""
+    write_policies(directory)
+    rules = yaml.safe_load((ROOT / "policies" / "ops.yaml").read_text())
+    for name, values in sections.items():
+        rules[name].update(values)
+    (directory / "ops.yaml").write_text(yaml.safe_dump(rules))
+    return directory
 
 
 def ops_json(env: dict[str, str], *args: str) -> Any:

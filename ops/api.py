@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ops import commands
 from ops.auth import OpsHttpError, read_body, require_token
+from ops.privacy import SecretMismatch
 from ops.runtime import OpsRuntime
 from sessions.redis_conn import REDIS_ERRORS
 
@@ -66,6 +67,8 @@ def build_api(runtime: OpsRuntime) -> APIRouter:
     ) -> JSONResponse:
         try:
             result = await action()
+        except SecretMismatch as exc:
+            raise OpsHttpError(409, "secret_mismatch", str(exc)) from exc
         except commands.INPUT_ERRORS as exc:
             raise OpsHttpError(422, "invalid_request", str(exc)) from exc
         except REDIS_ERRORS as exc:

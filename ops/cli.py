@@ -1,15 +1,19 @@
 """The ops command line: `python -m ops <command> [--json]`.
 
 Reads the same configuration as the token server (environment or `.env`: REDIS_URL,
-VISITOR_HASH_SECRET, POLICIES_DIR, CATALOG_DIR). Every command prints a readable table, or
-with --json the exact JSON the ops API answers. Exit codes: 0 done, 1 audit found a breach,
-2 bad input (nothing changed), 3 Redis unreachable (nothing changed).
+VISITOR_HASH_SECRET, POLICIES_DIR, CATALOG_DIR). Every command prints a readable table,
+or with --json the exact JSON the ops API answers. Exit codes: 0 done, 1 audit found a
+breach, 2 bad input or a VISITOR_HASH_SECRET that is not the token server's (nothing
+changed), 3 Redis unreachable (nothing changed). `--ip -` reads the address from standard
+input (a prompt that does not echo on a terminal), so it shows neither in `ps` nor in the
+shell's history.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -119,10 +123,18 @@ def _pseudonyms(result: Result) -> str:
     return f"Address {result['address']} -> {periods or 'no live salt (nothing can be linked)'}"
 
 
+def _warning(result: Result) -> list[str]:
+    return [f"Warning: {result['warning']}."] if "warning" in result else []
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in counts.items()) or "none"
+
+
 def _lookup(result: Result) -> str:
     found = result["found"]
     lines = [_pseudonyms(result), f"Found: {found['sessions']} session(s); keys by kind: "
-             f"{found['keys_by_kind'] or 'none'}"]  # fmt: skip
+             f"{found['keys_by_kind'] or 'none'}", *_warning(result)]  # fmt: skip
     columns = [
         ("issued (UTC)", lambda r: when(float(r.get("issued_at", 0)))),
         ("session", lambda r: r.get("session_id")),
@@ -146,10 +158,15 @@ def _lookup(result: Result) -> str:
 
 def _erase(result: Result) -> str:
     deleted, remaining = result["deleted"], result["remaining"]
-    return (
-        f"{_pseudonyms(result)}\nDeleted: {deleted['sessions']} session(s); keys by kind: "
-        f"{deleted['keys_by_kind'] or 'none'}\nRemaining: {remaining['sessions']} session(s); "
-        f"keys: {remaining['keys_by_kind'] or 'none'}"
+    return "\n".join(
+        [
+            _pseudonyms(result),
+            f"Deleted: {deleted['sessions']} session(s); keys by kind: "
+            f"{_kinds(deleted['keys_by_kind'])}",
+            f"Remaining: {remaining['sessions']} session(s); keys: "
+            f"{_kinds(remaining['keys_by_kind'])}",
+            *_warning(result),
+        ]
     )
 
 
@@ -235,11 +252,12 @@ def _parser() -> argparse.ArgumentParser:
 
     command("blocks", "current blocks, with reason and expiry")
 
+    ip_help = "the address, or - to read it from standard input (keeps it out of ps/history)"
     p = command("lookup", "right of access: everything tied to an IP address")
-    p.add_argument("--ip", required=True)
+    p.add_argument("--ip", required=True, help=ip_help)
 
     p = command("erase", "right of erasure: delete everything tied to an IP address")
-    p.add_argument("--ip", required=True)
+    p.add_argument("--ip", required=True, help=ip_help)
 
     command("audit", "every key has a TTL within policy (exit 1 on breach)")
     command("sweep", "close sessions whose token was never used to join")
@@ -270,6 +288,20 @@ def _parser() -> argparse.ArgumentParser:
 Action = Callable[[OpsContext], Awaitable[Result]]
 
 
+def _address(value: str) -> str:
+    """The --ip value; `-` reads it from standard input (not echoed on a terminal)."""
+    if value != "-":
+        return value
+    if sys.stdin.isatty():
+        line = getpass.getpass("IP address (not shown): ")
+    else:
+        line = sys.stdin.readline()
+    address = line.strip()
+    if not address:
+        raise commands.InputError("no address on standard input")
+    return address
+
+
 def _action(args: argparse.Namespace) -> tuple[Action, Callable[[Result], str]]:
     c = args.command
     if c == "sessions":
@@ -291,7 +323,10 @@ def _action(args: argparse.Namespace) -> tuple[Action, Callable[[Result], str]]:
     if c == "block":
         return (
             lambda ctx: commands.block(
-                ctx, visitor=args.visitor, duration=args.duration, reason=args.reason
+                ctx,
+                visitor=args.visitor,
+                duration=args.duration,
+                reason=args.reason,
             ),
             _block,
         )
@@ -300,9 +335,11 @@ def _action(args: argparse.Namespace) -> tuple[Action, Callable[[Result], str]]:
     if c == "blocks":
         return commands.list_blocks, _blocks
     if c == "lookup":
-        return lambda ctx: commands.lookup(ctx, ip=args.ip), _lookup
+        ip = _address(args.ip)
+        return lambda ctx: commands.lookup(ctx, ip=ip), _lookup
     if c == "erase":
-        return lambda ctx: commands.erase(ctx, ip=args.ip), _erase
+        ip = _address(args.ip)
+        return lambda ctx: commands.erase(ctx, ip=ip), _erase
     if c == "audit":
         return commands.audit, _audit
     if c == "sweep":
@@ -324,7 +361,10 @@ def _action(args: argparse.Namespace) -> tuple[Action, Callable[[Result], str]]:
         )  # fmt: skip
     if args.all == bool(args.persona):
         raise commands.InputError("showcase reset: name one persona, or --all")
-    return lambda ctx: commands.showcase_reset(ctx, persona=args.persona), _showcase_reset
+    return (
+        lambda ctx: commands.showcase_reset(ctx, persona=args.persona),
+        _showcase_reset,
+    )
 
 
 async def _run(action: Action, settings: Settings) -> Result:

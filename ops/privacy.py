@@ -5,6 +5,10 @@ way anything of ours can be tied to it (when a salt expires, what it hashed can 
 be linked to anyone). Everything keyed by or holding one of those pseudonyms is shown
 (`lookup`) or deleted (`erase`): session records, the visitor's session index, leases,
 counters, refusals, blocks. Hourly stats are counts with no pseudonym and stay.
+
+Both first check that this process hashes with the VISITOR_HASH_SECRET the data was made
+with (its fingerprint in Redis, written by the token server): with another secret an
+address matches nothing, and "0 deleted" would be a false answer.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ class PrivacyError(ValueError):
     """Bad input (not an IP address); nothing was read or changed."""
 
 
+class SecretMismatch(PrivacyError):
+    """This process's VISITOR_HASH_SECRET cannot be the one the data was made with."""
+
+
 @dataclass
 class Found:
     address: str
@@ -37,10 +45,44 @@ class Found:
         return {"sessions": len(self.sessions), "keys_by_kind": dict(sorted(kinds.items()))}
 
 
+async def check_secret(ctx: OpsContext) -> int:
+    """Raise SecretMismatch unless data made with our secret may be in Redis (its
+    fingerprint key lives) or nothing can be found at all (no salt); else return how many
+    other secrets made data still in Redis (a rotation, or servers configured apart)."""
+    mine = keys.pepper(ctx.hasher.fingerprint)
+    live = {text(k) async for k in ctx.redis.scan_iter(match=keys.pattern(keys.PEPPER))}
+    others = len(live - {mine})
+    if mine in live:
+        return others
+    if others:
+        raise SecretMismatch(
+            "VISITOR_HASH_SECRET is not the secret the token server hashes with (its "
+            "fingerprint in Redis differs), so an address hashed with this one matches "
+            "nothing. Run again with the token server's VISITOR_HASH_SECRET. Nothing was "
+            "read or changed."
+        )
+    if await ctx.hasher.live_salts():
+        raise SecretMismatch(
+            "Redis holds no fingerprint of the VISITOR_HASH_SECRET its data was made with "
+            "(the token server writes it at start and every minute), so this secret cannot "
+            "be checked. Start the token server, then run again. Nothing was read or changed."
+        )
+    return 0
+
+
+def _warning(others: int) -> dict[str, object]:
+    if not others:
+        return {}
+    return {
+        "warning": f"{others} other VISITOR_HASH_SECRET(s) made data still in Redis; "
+        "what they made cannot be found with this one"
+    }
+
+
 async def _discover(ctx: OpsContext, ip: str) -> Found:
     address = parse_ip(ip)
     if address is None:
-        raise PrivacyError(f"{ip!r} is not an IPv4 or IPv6 address")
+        raise PrivacyError("that is not an IPv4 or IPv6 address")
     salts = await ctx.hasher.live_salts()
     visitors = {ctx.hasher.visitor(salt, address): salt.period for salt in salts}
     found = Found(
@@ -78,6 +120,7 @@ async def _discover(ctx: OpsContext, ip: str) -> Found:
 
 
 async def lookup(ctx: OpsContext, ip: str) -> dict[str, object]:
+    others = await check_secret(ctx)
     found = await _discover(ctx, ip)
     return {
         "address": found.address,
@@ -87,10 +130,12 @@ async def lookup(ctx: OpsContext, ip: str) -> dict[str, object]:
         "keys": [
             {"key": k, "kind": keys.kind_of(k), "ttl_s": t} for k, t in sorted(found.keys.items())
         ],
+        **_warning(others),
     }
 
 
 async def erase(ctx: OpsContext, ip: str) -> dict[str, object]:
+    others = await check_secret(ctx)
     found = await _discover(ctx, ip)
     names = list(found.keys) + [keys.session(s) for s in found.sessions]
     if names:
@@ -106,4 +151,5 @@ async def erase(ctx: OpsContext, ip: str) -> dict[str, object]:
         "pseudonyms": found.pseudonyms,
         "deleted": found.summary(),
         "remaining": after.summary(),
+        **_warning(others),
     }

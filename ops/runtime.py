@@ -1,5 +1,6 @@
 """What the token server holds for ops: the shared context, metrics, automatic defence,
-and the hooks its token path calls (issued, refused, Redis error)."""
+the hooks its token path calls (issued, refused, Redis error), and its
+background duties (the never-joined sweeper; the hash secret's fingerprint)."""
 
 from __future__ import annotations
 
@@ -57,10 +58,20 @@ class OpsRuntime:
             self.metrics.sessions_closed.labels("never_joined").inc(len(expired))
         return len(expired)
 
+    async def assert_fingerprint(self) -> None:
+        """Tell ops tools which VISITOR_HASH_SECRET made the data (ops/privacy.py)."""
+        try:
+            await self.ctx.hasher.assert_fingerprint()
+        except REDIS_ERRORS as exc:
+            self.on_redis_error("fingerprint")
+            log.error("secret fingerprint not written", extra={"error": type(exc).__name__})
+
     async def _sweep_forever(self) -> None:
         every = self.ctx.rules.sessions.sweep_every_s
         while True:
             await asyncio.sleep(every)
+            # Re-asserted like the salts: back within a sweep after Redis lost its data.
+            await self.assert_fingerprint()
             try:
                 await self.sweep_once()
             except REDIS_ERRORS as exc:
@@ -69,8 +80,10 @@ class OpsRuntime:
 
     @contextlib.asynccontextmanager
     async def background(self) -> AsyncIterator[None]:
-        """Runs the never-joined sweeper for the app's lifetime (every process may run it:
-        a release happens once whoever calls it)."""
+        """Writes the secret's fingerprint at start and runs the never-joined sweeper for
+        the app's lifetime (every process may run it: a release happens once whoever calls
+        it)."""
+        await self.assert_fingerprint()
         task = asyncio.create_task(self._sweep_forever(), name="ops-sweeper")
         try:
             yield

@@ -24,6 +24,7 @@ GLOBAL_SECONDS = "gm"
 BLOCK = "block"
 STATS = "stats"  # hash per hour bucket: issued, refusals by reason, per persona
 SHOWCASE = "showcase"  # sales' run-time override of the catalogue (ops)
+PEPPER = "pepper"  # a fingerprint of VISITOR_HASH_SECRET (ops checks its own against it)
 
 
 def salt(period: int) -> str:
@@ -56,6 +57,10 @@ def stats(hour: int) -> str:
 
 def showcase() -> str:
     return f"{PREFIX}{SHOWCASE}"
+
+
+def pepper(fingerprint: str) -> str:
+    return f"{PREFIX}{PEPPER}:{fingerprint}"
 
 
 def kind_of(key: str) -> str:

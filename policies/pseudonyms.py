@@ -35,6 +35,7 @@ from policies.model import Retention
 # process converges on one salt again within this delay (first writer wins).
 SALT_RECHECK_S = 60.0
 PSEUDONYM_HEX = 32
+_FINGERPRINT_MESSAGE = b"onecallflow visitor-hash-secret fingerprint v1"
 _HERE = Path(__file__).resolve().parent
 
 
@@ -105,6 +106,13 @@ def _as_bytes(value: object) -> bytes:
     raise TypeError(f"unexpected salt value {type(value).__name__}")
 
 
+def secret_fingerprint(pepper: str) -> str:
+    """What Redis may hold to tell whether two processes use the same VISITOR_HASH_SECRET:
+    an HMAC of a fixed message under the secret. HMAC is a pseudo-random function, so the
+    fingerprint says nothing about the secret beyond "same or not"."""
+    return hmac.new(pepper.encode(), _FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class Salt:
     period: int
@@ -132,6 +140,7 @@ class VisitorHasher:
         self._redis = redis
         self._pepper = pepper.encode()
         self._retention = retention
+        self._fingerprint = secret_fingerprint(pepper)
         self._cache: dict[int, tuple[Salt, float]] = {}
         self._fetching: tuple[int, asyncio.Future[Salt]] | None = None
 
@@ -182,6 +191,18 @@ class VisitorHasher:
             existing, previous = await pipe.execute()
         value = _as_bytes(existing) if existing is not None else candidate
         return Salt(period, value, _as_bytes(previous) if previous is not None else None)
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    async def assert_fingerprint(self) -> None:
+        """Record that data made with this secret may exist, for as long as it may live
+        (the longest retention from now); the token server calls this at start and every
+        sweep, so the key lives while a server uses the secret, then expires with the
+        data."""
+        ttl = max(self._retention.session_ttl_s, self._retention.pseudonym_ttl_s)
+        await self._redis.set(keys.pepper(self._fingerprint), "1", ex=ttl)
 
     async def live_salts(self) -> list[Salt]:
         """Every salt still in Redis: an address's pseudonyms under each of them cover all

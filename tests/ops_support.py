@@ -4,12 +4,14 @@ requested from a given address (through a trusted proxy header)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import httpx
 import yaml
 from livekit import api
 
-from tests.support import ROOT, write_policies
+from tests.support import ROOT, RedisServer, ServerProcess, write_policies
 from tests.token_support import API_KEY, API_SECRET, settings_env
 
 OPS_TOKEN = "ops-token-for-tests-0123456789-abcdefghijkl"
@@ -40,16 +42,39 @@ def ops_env(redis_url: str, **extra: str) -> dict[str, str]:
     )
 
 
-def run_ops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_ops(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ops", *args],
         cwd=ROOT,
         env={**os.environ, **env},
+        input=stdin if stdin is not None else "",
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def running_ops_stack(
+    policies_dir: Path | None = None, **extra: str
+) -> Iterator[tuple[ServerProcess, RedisServer, dict[str, str]]]:
+    """A Redis of its own and a token server on it (with POLICIES_DIR when given); the
+    environment is the one the CLI needs too."""
+    server_redis = RedisServer().start()
+    try:
+        if policies_dir is not None:
+            extra["POLICIES_DIR"] = str(policies_dir)
+        env = ops_env(server_redis.url, **extra)
+        server = ServerProcess(env=env).start()
+        try:
+            yield server, server_redis, env
+        finally:
+            server.stop()
+    finally:
+        server_redis.stop()
 
 
 def write_ops_policies(directory: Path, **sections: dict[str, Any]) -> Path:

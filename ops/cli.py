@@ -1,12 +1,12 @@
 """The ops command line: `python -m ops <command> [--json]`.
 
 Reads the same configuration as the token server (environment or `.env`: REDIS_URL,
-VISITOR_HASH_SECRET, POLICIES_DIR, CATALOG_DIR). Every command prints a readable table,
-or with --json the exact JSON the ops API answers. Exit codes: 0 done, 1 audit found a
-breach, 2 bad input or a VISITOR_HASH_SECRET that is not the token server's (nothing
-changed), 3 Redis unreachable (nothing changed). `--ip -` reads the address from standard
-input (a prompt that does not echo on a terminal), so it shows neither in `ps` nor in the
-shell's history.
+VISITOR_HASH_SECRET, POLICIES_DIR, CATALOG_DIR; LIVEKIT_URL and its API key to end calls on
+erasure). Every command prints a readable table, or with --json the exact JSON the ops API
+answers. Exit codes: 0 done, 1 audit found a breach, 2 bad input or a VISITOR_HASH_SECRET
+that is not the token server's (nothing changed), 3 Redis unreachable (nothing changed).
+`--ip -` reads the address from standard input (a prompt that does not echo on a
+terminal), so it shows neither in `ps` nor in the shell's history.
 """
 
 from __future__ import annotations
@@ -157,12 +157,21 @@ def _lookup(result: Result) -> str:
 
 
 def _erase(result: Result) -> str:
-    deleted, remaining = result["deleted"], result["remaining"]
+    deleted, remaining, kept = result["deleted"], result["remaining"], result["kept"]
+    calls = result["calls"]
+    ended = (
+        f"Calls ended: {calls['ended']} (LiveKit room deleted); no room: {calls['no_room']}; "
+        f"not ended: {calls['not_ended']}" + (f" ({calls['error']})" if calls["error"] else "")
+    )
     return "\n".join(
         [
             _pseudonyms(result),
             f"Deleted: {deleted['sessions']} session(s); keys by kind: "
             f"{_kinds(deleted['keys_by_kind'])}",
+            f"Refunded: {result['refunded_s']} s of reserved call time (open sessions "
+            "released first)",
+            ended,
+            f"Kept: {_kinds(kept['keys_by_kind'])} ({kept['why']})",
             f"Remaining: {remaining['sessions']} session(s); keys: "
             f"{_kinds(remaining['keys_by_kind'])}",
             *_warning(result),
@@ -256,7 +265,11 @@ def _parser() -> argparse.ArgumentParser:
     p = command("lookup", "right of access: everything tied to an IP address")
     p.add_argument("--ip", required=True, help=ip_help)
 
-    p = command("erase", "right of erasure: delete everything tied to an IP address")
+    p = command(
+        "erase",
+        "right of erasure: delete everything tied to an IP address (open sessions are "
+        "released and refunded, calls ended; security blocks are kept)",
+    )
     p.add_argument("--ip", required=True, help=ip_help)
 
     command("audit", "every key has a TTL within policy (exit 1 on breach)")

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     ops_token: str = ""
+    # Read-only: /metrics only (Prometheus' scrape config holds it, not the ops token).
+    metrics_token: str = ""
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
@@ -115,7 +117,12 @@ class Settings(BaseSettings):
         return self.environment == "production"
 
     def check_server_secrets(self) -> None:
-        """In production, refuse to start on a missing or weak secret (named in the error)."""
+        """In production, refuse to start on a missing or weak secret (named in the error);
+        in any mode, on one credential doing for both ops and metrics scraping."""
+        if self.metrics_token and self.metrics_token == self.ops_token:
+            raise ConfigError(
+                "METRICS_TOKEN must differ from OPS_TOKEN (scrapers get no ops rights)"
+            )
         if not self.production:
             return
         problems = [
@@ -126,6 +133,8 @@ class Settings(BaseSettings):
             problems.append("LIVEKIT_API_KEY is missing or the public dev key")
         if self.ops_token:
             problems.append(_weak("OPS_TOKEN", self.ops_token))
+        if self.metrics_token:
+            problems.append(_weak("METRICS_TOKEN", self.metrics_token))
         if not self.livekit_url.startswith("wss://"):
             problems.append("LIVEKIT_URL must be a wss:// URL in production")
         found = [p for p in problems if p]

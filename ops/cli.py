@@ -6,7 +6,8 @@ erasure). Every command prints a readable table, or with --json the exact JSON t
 answers. Exit codes: 0 done, 1 audit found a breach, 2 bad input or a VISITOR_HASH_SECRET
 that is not the token server's (nothing changed), 3 Redis unreachable (nothing changed).
 `--ip -` reads the address from standard input (a prompt that does not echo on a
-terminal), so it shows neither in `ps` nor in the shell's history.
+terminal), so it shows neither in `ps` nor in the shell's history. Every lookup, erasure,
+block, unblock and showcase change is in the audit log (`audit-log`) as `cli:<os user>`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from agents_catalog import CatalogError
 from ops import commands
+from ops.audit_log import cli_actor
 from ops.context import OpsContext, build_context
 from ops.reconcile import expire_unjoined
 from ops.table import render, when
@@ -179,6 +181,19 @@ def _erase(result: Result) -> str:
     )
 
 
+def _audit_log(result: Result) -> str:
+    columns = [
+        ("at (UTC)", lambda r: when(float(r["at"]))),
+        ("action", lambda r: r["action"]),
+        ("credential", lambda r: r["credential"]),
+        ("via", lambda r: r["via"]),
+        ("outcome", lambda r: r["outcome"]),
+        ("detail", lambda r: _kinds({k: v for k, v in r["detail"].items()})),
+    ]
+    table = render(result["entries"], columns, f"No ops action in the last {result['since']}.")
+    return f"{table}\n\n{result['count']} entr{'y' if result['count'] == 1 else 'ies'}."
+
+
 def _audit(result: Result) -> str:
     rows = [{"kind": k, **v} for k, v in result["kinds"].items()]
     columns = [
@@ -273,6 +288,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ip", required=True, help=ip_help)
 
     command("audit", "every key has a TTL within policy (exit 1 on breach)")
+    p = command("audit-log", "ops actions: what, when, which credential (newest first)")
+    p.add_argument("--since", default="7d", help="window: 90m, 24h, 7d (default 7d)")
+    p.add_argument("--action", help="one action: lookup, erase, block, unblock...")
+    p.add_argument("--limit", type=int, default=100)
     command("sweep", "close sessions whose token was never used to join")
 
     p = command("showcase", "list or change which personas are shown, featured, in what order")
@@ -317,6 +336,7 @@ def _address(value: str) -> str:
 
 def _action(args: argparse.Namespace) -> tuple[Action, Callable[[Result], str]]:
     c = args.command
+    actor = cli_actor()
     if c == "sessions":
         return (
             lambda ctx: commands.sessions(
@@ -340,21 +360,29 @@ def _action(args: argparse.Namespace) -> tuple[Action, Callable[[Result], str]]:
                 visitor=args.visitor,
                 duration=args.duration,
                 reason=args.reason,
+                actor=actor,
             ),
             _block,
         )
     if c == "unblock":
-        return lambda ctx: commands.unblock(ctx, visitor=args.visitor), _unblock
+        return lambda ctx: commands.unblock(ctx, visitor=args.visitor, actor=actor), _unblock
     if c == "blocks":
         return commands.list_blocks, _blocks
     if c == "lookup":
         ip = _address(args.ip)
-        return lambda ctx: commands.lookup(ctx, ip=ip), _lookup
+        return lambda ctx: commands.lookup(ctx, ip=ip, actor=actor), _lookup
     if c == "erase":
         ip = _address(args.ip)
-        return lambda ctx: commands.erase(ctx, ip=ip), _erase
+        return lambda ctx: commands.erase(ctx, ip=ip, actor=actor), _erase
     if c == "audit":
         return commands.audit, _audit
+    if c == "audit-log":
+        return (
+            lambda ctx: commands.audit_entries(
+                ctx, since=args.since, action=args.action, limit=args.limit
+            ),
+            _audit_log,
+        )
     if c == "sweep":
 
         async def sweep(ctx: OpsContext) -> Result:
@@ -368,14 +396,14 @@ def _action(args: argparse.Namespace) -> tuple[Action, Callable[[Result], str]]:
         return (
             lambda ctx: commands.showcase_set(
                 ctx, persona=args.persona, enabled=args.enabled, featured=args.featured,
-                order=args.order,
+                order=args.order, actor=actor,
             ),
             _showcase,
         )  # fmt: skip
     if args.all == bool(args.persona):
         raise commands.InputError("showcase reset: name one persona, or --all")
     return (
-        lambda ctx: commands.showcase_reset(ctx, persona=args.persona),
+        lambda ctx: commands.showcase_reset(ctx, persona=args.persona, actor=actor),
         _showcase_reset,
     )
 

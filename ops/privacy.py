@@ -13,8 +13,8 @@ address matches nothing, and "0 deleted" would be a false answer.
 Erasure also undoes what the sessions still hold: an open session is released through
 release.lua (its slot freed and its unused reserved minutes refunded to the visitor's and
 the global daily count, exactly once whoever else releases it) and its call ended (the
-LiveKit room deleted). Security blocks stay until they expire on their own (the privacy
-policy allows keeping what abuse prevention needs).
+LiveKit room deleted). Security data stays until it expires on its own: blocks and failed
+ops sign-ins (the privacy policy allows keeping what abuse prevention needs).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from policies.client_address import parse_ip
 from policies.pseudonyms import normalise_ip
 
 # Kept by erasure: abuse prevention (each expires on its own within the policy).
-SECURITY_KINDS = (keys.BLOCK,)
+SECURITY_KINDS = (keys.BLOCK, keys.SIGNIN)
 KEPT_WHY = (
-    "security blocks stay until they expire: the privacy policy allows keeping what abuse "
-    "prevention needs"
+    "security blocks and failed ops sign-ins stay until they expire: the privacy policy "
+    "allows keeping what abuse prevention needs"
 )
 ERASED = "erased"
 
@@ -114,7 +114,7 @@ async def _discover(ctx: OpsContext, ip: str) -> Found:
     session_ids: set[str] = set()
     for visitor in visitors:
         names = [keys.visitor_sessions(visitor), keys.visitor_active(visitor), keys.block(visitor)]
-        for kind in keys.VISITOR_BUCKET_KINDS:
+        for kind in (*keys.VISITOR_BUCKET_KINDS, keys.SIGNIN):
             names += [
                 text(k)
                 async for k in ctx.redis.scan_iter(match=keys.pattern(kind, visitor), count=500)

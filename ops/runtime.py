@@ -1,5 +1,5 @@
 """What the token server holds for ops: the shared context, metrics, automatic defence,
-the hooks its token path calls (issued, refused, Redis error), and its
+the sign-in guard, the hooks its token path calls (issued, refused, Redis error), and its
 background duties (the never-joined sweeper; the hash secret's fingerprint)."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ops.blocks import AutoDefence
 from ops.context import OpsContext
 from ops.metrics import Metrics
 from ops.reconcile import expire_unjoined
+from ops.signin import SigninGuard
 from policies.admission import Refused
 from sessions.redis_conn import REDIS_ERRORS
 
@@ -26,6 +27,7 @@ class OpsRuntime:
     ctx: OpsContext
     metrics: Metrics
     defence: AutoDefence
+    signin: SigninGuard
 
     async def catalog(self) -> Catalog:
         """The catalogue with sales' showcase override applied (cached a few seconds)."""

@@ -24,6 +24,7 @@ from tests.support import ROOT, RedisServer, ServerProcess, write_policies
 from tests.token_support import API_KEY, API_SECRET, settings_env
 
 OPS_TOKEN = "ops-token-for-tests-0123456789-abcdefghijkl"
+METRICS_TOKEN = "metrics-token-for-tests-9876543210-zyxwvu"
 HASH_SECRET = "visitor-hash-secret-for-tests-0123456789abcdef"
 CHROME_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -36,6 +37,7 @@ def ops_env(redis_url: str, **extra: str) -> dict[str, str]:
     return settings_env(
         redis_url,
         OPS_TOKEN=OPS_TOKEN,
+        METRICS_TOKEN=METRICS_TOKEN,
         VISITOR_HASH_SECRET=HASH_SECRET,
         TRUSTED_PROXIES="127.0.0.1/32",
         **extra,

@@ -286,7 +286,7 @@ async def test_lookup_and_erase_across_two_salt_periods(stack: Any) -> None:
     assert erased["kept"]["keys_by_kind"] == {"block": 1}
     for stored in dump_redis(sync):
         if keys.kind_of(stored.name.decode()) == keys.BLOCK:
-            continue  # kept (security)
+            continue  # kept (security); the audit log's entries name no pseudonym
         blob = stored.blob()
         for secret in (old_visitor, new_visitor, "erase-old-0001", "erase-new-0001",
                        "erase-new-0002"):  # fmt: skip

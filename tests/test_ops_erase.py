@@ -106,3 +106,11 @@ def test_erasure_output_says_what_was_kept_and_why(stack: Any) -> None:
     assert "the privacy policy allows keeping what abuse prevention needs" in lines[4]
     assert lines[5] == "Remaining: 0 session(s); keys: none"
     ops_json(env, "unblock", visitor)
+
+
+def test_a_block_reason_may_not_hold_an_address(stack: Any) -> None:
+    _, _, env = stack
+    for reason in ("flood from 203.0.113.9", "2001:db8::7 again", "proxy 198.51.100.1:8080"):
+        done = run_ops(env, "block", "ab" * 16, "--reason", reason)
+        assert done.returncode == 2, reason
+        assert "may not contain an IP address" in done.stderr

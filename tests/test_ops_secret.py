@@ -51,8 +51,10 @@ def fingerprints(r: redis.Redis) -> list[bytes]:
     return sorted(r.scan_iter(match=keys.pattern(keys.PEPPER)))
 
 
-def everything(r: redis.Redis) -> list[tuple[bytes, tuple[bytes, ...]]]:
-    return sorted((k.name, k.contents) for k in dump_redis(r))
+def without_audit_log(r: redis.Redis) -> list[tuple[bytes, tuple[bytes, ...]]]:
+    return sorted(
+        (k.name, k.contents) for k in dump_redis(r) if keys.kind_of(k.name.decode()) != keys.OPS_LOG
+    )
 
 
 def test_the_token_server_records_a_fingerprint_of_its_secret(stack: Any) -> None:
@@ -78,7 +80,7 @@ def test_a_wrong_secret_is_refused_and_changes_nothing(stack: Any) -> None:
     r = redis_server.client()
     assert request_token(server.base_url, "198.51.100.90").status_code == 201
     wrong = {**env, "VISITOR_HASH_SECRET": WRONG_SECRET}
-    before = everything(r)
+    before = without_audit_log(r)
     for command in ("lookup", "erase"):
         for json_flag in ((), ("--json",)):
             done = run_ops(wrong, command, "--ip", "198.51.100.90", *json_flag)
@@ -86,9 +88,15 @@ def test_a_wrong_secret_is_refused_and_changes_nothing(stack: Any) -> None:
             assert done.stdout == ""
             assert done.stderr.startswith(f"ops {command}: VISITOR_HASH_SECRET is not the secret")
             assert "Nothing was read or changed" in done.stderr
-    assert everything(r) == before
+    assert without_audit_log(r) == before
     # With the token server's secret the same address is found.
     assert ops_json(env, "lookup", "--ip", "198.51.100.90")["found"]["sessions"] == 1
+    refused = [
+        e
+        for e in ops_json(env, "audit-log")["entries"]
+        if e["outcome"] == "refused: secret_mismatch"
+    ]
+    assert {e["action"] for e in refused} == {"lookup", "erase"}
 
 
 def test_without_any_fingerprint_lookup_is_refused_while_salts_live(stack: Any) -> None:

@@ -136,7 +136,7 @@ def _kinds(counts: dict[str, int]) -> str:
 def _lookup(result: Result) -> str:
     found = result["found"]
     lines = [_pseudonyms(result), f"Found: {found['sessions']} session(s); keys by kind: "
-             f"{found['keys_by_kind'] or 'none'}", *_warning(result)]  # fmt: skip
+             f"{_kinds(found['keys_by_kind'])}", *_warning(result)]  # fmt: skip
     columns = [
         ("issued (UTC)", lambda r: when(float(r.get("issued_at", 0)))),
         ("session", lambda r: r.get("session_id")),

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # own host (the Host header) stands in for it when unset.
     public_origin: str = ""
     ops_token: str = ""
+    # Read-only: /metrics only (Prometheus' scrape config holds it, not the ops token).
+    metrics_token: str = ""
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
@@ -148,7 +150,12 @@ class Settings(BaseSettings):
         return self.environment == "production"
 
     def check_server_secrets(self) -> None:
-        """In production, refuse to start on a missing or weak secret (named in the error)."""
+        """In production, refuse to start on a missing or weak secret (named in the error);
+        in any mode, on one credential doing for both ops and metrics scraping."""
+        if self.metrics_token and self.metrics_token == self.ops_token:
+            raise ConfigError(
+                "METRICS_TOKEN must differ from OPS_TOKEN (scrapers get no ops rights)"
+            )
         if not self.production:
             return
         problems = [
@@ -159,6 +166,8 @@ class Settings(BaseSettings):
             problems.append("LIVEKIT_API_KEY is missing or the public dev key")
         if self.ops_token:
             problems.append(_weak("OPS_TOKEN", self.ops_token))
+        if self.metrics_token:
+            problems.append(_weak("METRICS_TOKEN", self.metrics_token))
         if not self.livekit_url.startswith("wss://"):
             problems.append("LIVEKIT_URL must be a wss:// URL in production")
         if not self.public_origin.startswith("https://"):

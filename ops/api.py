@@ -1,4 +1,6 @@
-"""The ops JSON API under /ops/*: the CLI's commands over HTTP, behind the ops token.
+"""The ops JSON API under /ops/*: the CLI's commands over HTTP, behind the ops token;
+/metrics behind its own read-only token. Failed sign-ins are limited (ops/signin.py) and
+every action is in the audit log (ops/audit_log.py) under the credential's name.
 
 IP addresses travel in POST bodies (lookup, erase), never in a URL, so they cannot end up
 in a proxy's access log.
@@ -14,8 +16,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from ops import commands
-from ops.auth import OpsHttpError, read_body, require_token
+from ops.audit_log import API
+from ops.auth import OpsHttpError, read_body
+from ops.privacy import SecretMismatch
 from ops.runtime import OpsRuntime
+from ops.signin import authenticate
 from sessions.redis_conn import REDIS_ERRORS
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -57,7 +62,7 @@ def build_api(runtime: OpsRuntime) -> APIRouter:
     max_body = ctx.policies.limits.http.max_body_bytes
 
     async def authorised(request: Request) -> None:
-        require_token(request, ctx.settings.ops_token)
+        await authenticate(request, runtime.signin, ctx.settings.ops_token, "OPS_TOKEN", "api")
 
     router = APIRouter(prefix="/ops", dependencies=[Depends(authorised)])
 
@@ -66,6 +71,8 @@ def build_api(runtime: OpsRuntime) -> APIRouter:
     ) -> JSONResponse:
         try:
             result = await action()
+        except SecretMismatch as exc:
+            raise OpsHttpError(409, "secret_mismatch", str(exc)) from exc
         except commands.INPUT_ERRORS as exc:
             raise OpsHttpError(422, "invalid_request", str(exc)) from exc
         except REDIS_ERRORS as exc:
@@ -114,26 +121,36 @@ def build_api(runtime: OpsRuntime) -> APIRouter:
         reason = _field(body, "reason", str)
         duration = _field(body, "for", str, required=False)
         return await run(
-            lambda: commands.block(ctx, visitor=visitor, duration=duration, reason=reason), 201
+            lambda: commands.block(
+                ctx, visitor=visitor, duration=duration, reason=reason, actor=API
+            ),
+            201,
         )
 
     @router.delete("/blocks/{visitor}")
     async def unblock(visitor: str) -> JSONResponse:
-        return await run(lambda: commands.unblock(ctx, visitor=visitor))
+        return await run(lambda: commands.unblock(ctx, visitor=visitor, actor=API))
 
     @router.post("/lookup")
     async def lookup(request: Request) -> JSONResponse:
         ip = _field(await read_json(request, max_body), "ip", str)
-        return await run(lambda: commands.lookup(ctx, ip=ip))
+        return await run(lambda: commands.lookup(ctx, ip=ip, actor=API))
 
     @router.post("/erase")
     async def erase(request: Request) -> JSONResponse:
         ip = _field(await read_json(request, max_body), "ip", str)
-        return await run(lambda: commands.erase(ctx, ip=ip))
+        return await run(lambda: commands.erase(ctx, ip=ip, actor=API))
 
     @router.get("/audit")
     async def audit() -> JSONResponse:
         return await run(lambda: commands.audit(ctx))
+
+    @router.get("/audit-log")
+    async def audit_log(
+        since: str = "7d", action: str | None = None, limit: str = "100"
+    ) -> JSONResponse:
+        n = _integer(limit, "limit")
+        return await run(lambda: commands.audit_entries(ctx, since=since, action=action, limit=n))
 
     @router.get("/showcase")
     async def showcase() -> JSONResponse:
@@ -152,17 +169,17 @@ def build_api(runtime: OpsRuntime) -> APIRouter:
         order = _field(body, "order", int, required=False)
         return await run(
             lambda: commands.showcase_set(
-                ctx, persona=persona, enabled=enabled, featured=featured, order=order
+                ctx, persona=persona, enabled=enabled, featured=featured, order=order, actor=API
             )
         )
 
     @router.delete("/showcase/{persona}")
     async def showcase_reset(persona: str) -> JSONResponse:
-        return await run(lambda: commands.showcase_reset(ctx, persona=persona))
+        return await run(lambda: commands.showcase_reset(ctx, persona=persona, actor=API))
 
     @router.delete("/showcase")
     async def showcase_reset_all() -> JSONResponse:
-        return await run(lambda: commands.showcase_reset(ctx))
+        return await run(lambda: commands.showcase_reset(ctx, actor=API))
 
     return router
 
@@ -174,7 +191,10 @@ def build_metrics_route(runtime: OpsRuntime) -> APIRouter:
 
     @router.get("/metrics")
     async def metrics(request: Request) -> Response:
-        require_token(request, runtime.ctx.settings.ops_token)
+        settings = runtime.ctx.settings
+        await authenticate(
+            request, runtime.signin, settings.metrics_token, "METRICS_TOKEN", "metrics"
+        )
         try:
             await runtime.metrics.refresh(runtime.ctx)
         except REDIS_ERRORS:

@@ -37,6 +37,9 @@ def policy_maxima(ctx: OpsContext) -> dict[str, int]:
         keys.GLOBAL_SECONDS: counters,
         keys.BLOCK: ctx.rules.block_max_s,
         keys.SHOWCASE: ctx.rules.showcase_ttl_s,
+        keys.PEPPER: max(r.session_ttl_s, r.pseudonym_ttl_s),
+        keys.OPS_LOG: ctx.rules.audit_log_ttl_s,
+        keys.SIGNIN: ctx.rules.signin_ttl_s,
         "foreign": PRIVACY_MAX_DAYS * DAY_S,
     }
 

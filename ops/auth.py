@@ -1,7 +1,9 @@
-"""The ops token: `Authorization: Bearer $OPS_TOKEN`, compared in constant time.
+"""The ops credentials: `Authorization: Bearer $OPS_TOKEN` for the API and the page,
+`Authorization: Bearer $METRICS_TOKEN` (read-only) for /metrics, compared in constant time
+(failed attempts are limited: ops/signin.py).
 
-No OPS_TOKEN configured means every ops surface (API, page, metrics) answers 404 as if it
-did not exist: off, never open.
+A credential not configured means its surface answers 404 as if it did not exist: off,
+never open.
 """
 
 from __future__ import annotations
@@ -52,13 +54,10 @@ def ops_enabled(expected: str) -> None:
         raise HTTPException(status_code=404)
 
 
-def require_token(request: Request, expected: str) -> None:
-    ops_enabled(expected)
-    given = bearer(request)
-    if not given or not token_matches(given, expected):
-        raise OpsHttpError(
-            401,
-            "unauthorized",
-            "Send the ops token as `Authorization: Bearer <OPS_TOKEN>`.",
-            {"WWW-Authenticate": 'Bearer realm="ops"'},
-        )
+def unauthorized(variable: str, realm: str) -> OpsHttpError:
+    return OpsHttpError(
+        401,
+        "unauthorized",
+        f"Send the {realm} token as `Authorization: Bearer <{variable}>`.",
+        {"WWW-Authenticate": f'Bearer realm="{realm}"'},
+    )

@@ -7,6 +7,7 @@ retention). The automatic defence writes the same key with `by: "auto"`.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import time
@@ -43,10 +44,34 @@ def parse_duration(value: str) -> int:
     return int(match.group(1)) * UNIT_S[match.group(2)]
 
 
+# Runs of characters an address is written with ("203.0.113.7", "2001:db8::1", "[::1]:80").
+ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f.:]*[0-9][0-9A-Fa-f.:]*")
+
+
+def _is_address(token: str) -> bool:
+    try:
+        ipaddress.ip_address(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _holds_address(text: str) -> bool:
+    for match in ADDRESS_LIKE.finditer(text):
+        token = match.group(0).strip(".").rstrip(":")
+        # "1.2.3.4:80": the address before the port.
+        if _is_address(token) or (token.count(":") == 1 and _is_address(token.split(":")[0])):
+            return True
+    return False
+
+
 def _check_reason(reason: str) -> str:
     reason = reason.strip()
     if not reason or len(reason) > REASON_MAX or not reason.isprintable():
         raise BlockError(f"give a reason of 1 to {REASON_MAX} printable characters")
+    # The reason is stored with the block and in the audit log: never an address.
+    if _holds_address(reason):
+        raise BlockError("the reason may not contain an IP address (only its pseudonym)")
     return reason
 
 

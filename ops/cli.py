@@ -1,15 +1,20 @@
 """The ops command line: `python -m ops <command> [--json]`.
 
 Reads the same configuration as the token server (environment or `.env`: REDIS_URL,
-VISITOR_HASH_SECRET, POLICIES_DIR, CATALOG_DIR). Every command prints a readable table, or
-with --json the exact JSON the ops API answers. Exit codes: 0 done, 1 audit found a breach,
-2 bad input (nothing changed), 3 Redis unreachable (nothing changed).
+VISITOR_HASH_SECRET, POLICIES_DIR, CATALOG_DIR; LIVEKIT_URL and its API key to end calls on
+erasure). Every command prints a readable table, or with --json the exact JSON the ops API
+answers. Exit codes: 0 done, 1 audit found a breach, 2 bad input or a VISITOR_HASH_SECRET
+that is not the token server's (nothing changed), 3 Redis unreachable (nothing changed).
+`--ip -` reads the address from standard input (a prompt that does not echo on a
+terminal), so it shows neither in `ps` nor in the shell's history. Every lookup, erasure,
+block, unblock and showcase change is in the audit log (`audit-log`) as `cli:<os user>`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,6 +22,7 @@ from typing import Any
 
 from agents_catalog import CatalogError
 from ops import commands
+from ops.audit_log import cli_actor
 from ops.context import OpsContext, build_context
 from ops.reconcile import expire_unjoined
 from ops.table import render, when
@@ -119,10 +125,18 @@ def _pseudonyms(result: Result) -> str:
     return f"Address {result['address']} -> {periods or 'no live salt (nothing can be linked)'}"
 
 
+def _warning(result: Result) -> list[str]:
+    return [f"Warning: {result['warning']}."] if "warning" in result else []
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in counts.items()) or "none"
+
+
 def _lookup(result: Result) -> str:
     found = result["found"]
     lines = [_pseudonyms(result), f"Found: {found['sessions']} session(s); keys by kind: "
-             f"{found['keys_by_kind'] or 'none'}"]  # fmt: skip
+             f"{_kinds(found['keys_by_kind'])}", *_warning(result)]  # fmt: skip
     columns = [
         ("issued (UTC)", lambda r: when(float(r.get("issued_at", 0)))),
         ("session", lambda r: r.get("session_id")),
@@ -145,12 +159,39 @@ def _lookup(result: Result) -> str:
 
 
 def _erase(result: Result) -> str:
-    deleted, remaining = result["deleted"], result["remaining"]
-    return (
-        f"{_pseudonyms(result)}\nDeleted: {deleted['sessions']} session(s); keys by kind: "
-        f"{deleted['keys_by_kind'] or 'none'}\nRemaining: {remaining['sessions']} session(s); "
-        f"keys: {remaining['keys_by_kind'] or 'none'}"
+    deleted, remaining, kept = result["deleted"], result["remaining"], result["kept"]
+    calls = result["calls"]
+    ended = (
+        f"Calls ended: {calls['ended']} (LiveKit room deleted); no room: {calls['no_room']}; "
+        f"not ended: {calls['not_ended']}" + (f" ({calls['error']})" if calls["error"] else "")
     )
+    return "\n".join(
+        [
+            _pseudonyms(result),
+            f"Deleted: {deleted['sessions']} session(s); keys by kind: "
+            f"{_kinds(deleted['keys_by_kind'])}",
+            f"Refunded: {result['refunded_s']} s of reserved call time (open sessions "
+            "released first)",
+            ended,
+            f"Kept: {_kinds(kept['keys_by_kind'])} ({kept['why']})",
+            f"Remaining: {remaining['sessions']} session(s); keys: "
+            f"{_kinds(remaining['keys_by_kind'])}",
+            *_warning(result),
+        ]
+    )
+
+
+def _audit_log(result: Result) -> str:
+    columns = [
+        ("at (UTC)", lambda r: when(float(r["at"]))),
+        ("action", lambda r: r["action"]),
+        ("credential", lambda r: r["credential"]),
+        ("via", lambda r: r["via"]),
+        ("outcome", lambda r: r["outcome"]),
+        ("detail", lambda r: _kinds({k: v for k, v in r["detail"].items()})),
+    ]
+    table = render(result["entries"], columns, f"No ops action in the last {result['since']}.")
+    return f"{table}\n\n{result['count']} entr{'y' if result['count'] == 1 else 'ies'}."
 
 
 def _audit(result: Result) -> str:
@@ -235,13 +276,22 @@ def _parser() -> argparse.ArgumentParser:
 
     command("blocks", "current blocks, with reason and expiry")
 
+    ip_help = "the address, or - to read it from standard input (keeps it out of ps/history)"
     p = command("lookup", "right of access: everything tied to an IP address")
-    p.add_argument("--ip", required=True)
+    p.add_argument("--ip", required=True, help=ip_help)
 
-    p = command("erase", "right of erasure: delete everything tied to an IP address")
-    p.add_argument("--ip", required=True)
+    p = command(
+        "erase",
+        "right of erasure: delete everything tied to an IP address (open sessions are "
+        "released and refunded, calls ended; security blocks are kept)",
+    )
+    p.add_argument("--ip", required=True, help=ip_help)
 
     command("audit", "every key has a TTL within policy (exit 1 on breach)")
+    p = command("audit-log", "ops actions: what, when, which credential (newest first)")
+    p.add_argument("--since", default="7d", help="window: 90m, 24h, 7d (default 7d)")
+    p.add_argument("--action", help="one action: lookup, erase, block, unblock...")
+    p.add_argument("--limit", type=int, default=100)
     command("sweep", "close sessions whose token was never used to join")
 
     p = command("showcase", "list or change which personas are shown, featured, in what order")
@@ -270,8 +320,23 @@ def _parser() -> argparse.ArgumentParser:
 Action = Callable[[OpsContext], Awaitable[Result]]
 
 
+def _address(value: str) -> str:
+    """The --ip value; `-` reads it from standard input (not echoed on a terminal)."""
+    if value != "-":
+        return value
+    if sys.stdin.isatty():
+        line = getpass.getpass("IP address (not shown): ")
+    else:
+        line = sys.stdin.readline()
+    address = line.strip()
+    if not address:
+        raise commands.InputError("no address on standard input")
+    return address
+
+
 def _action(args: argparse.Namespace) -> tuple[Action, Callable[[Result], str]]:
     c = args.command
+    actor = cli_actor()
     if c == "sessions":
         return (
             lambda ctx: commands.sessions(
@@ -291,20 +356,33 @@ def _action(args: argparse.Namespace) -> tuple[Action, Callable[[Result], str]]:
     if c == "block":
         return (
             lambda ctx: commands.block(
-                ctx, visitor=args.visitor, duration=args.duration, reason=args.reason
+                ctx,
+                visitor=args.visitor,
+                duration=args.duration,
+                reason=args.reason,
+                actor=actor,
             ),
             _block,
         )
     if c == "unblock":
-        return lambda ctx: commands.unblock(ctx, visitor=args.visitor), _unblock
+        return lambda ctx: commands.unblock(ctx, visitor=args.visitor, actor=actor), _unblock
     if c == "blocks":
         return commands.list_blocks, _blocks
     if c == "lookup":
-        return lambda ctx: commands.lookup(ctx, ip=args.ip), _lookup
+        ip = _address(args.ip)
+        return lambda ctx: commands.lookup(ctx, ip=ip, actor=actor), _lookup
     if c == "erase":
-        return lambda ctx: commands.erase(ctx, ip=args.ip), _erase
+        ip = _address(args.ip)
+        return lambda ctx: commands.erase(ctx, ip=ip, actor=actor), _erase
     if c == "audit":
         return commands.audit, _audit
+    if c == "audit-log":
+        return (
+            lambda ctx: commands.audit_entries(
+                ctx, since=args.since, action=args.action, limit=args.limit
+            ),
+            _audit_log,
+        )
     if c == "sweep":
 
         async def sweep(ctx: OpsContext) -> Result:
@@ -318,13 +396,16 @@ def _action(args: argparse.Namespace) -> tuple[Action, Callable[[Result], str]]:
         return (
             lambda ctx: commands.showcase_set(
                 ctx, persona=args.persona, enabled=args.enabled, featured=args.featured,
-                order=args.order,
+                order=args.order, actor=actor,
             ),
             _showcase,
         )  # fmt: skip
     if args.all == bool(args.persona):
         raise commands.InputError("showcase reset: name one persona, or --all")
-    return lambda ctx: commands.showcase_reset(ctx, persona=args.persona), _showcase_reset
+    return (
+        lambda ctx: commands.showcase_reset(ctx, persona=args.persona, actor=actor),
+        _showcase_reset,
+    )
 
 
 async def _run(action: Action, settings: Settings) -> Result:

@@ -1,17 +1,21 @@
 """Every ops action as one function returning the JSON the CLI (`--json`) and the API both
 give, so the two can never drift apart. Bad input raises InputError (or a subclass of
-ValueError named for its concern) before anything is changed."""
+ValueError named for its concern) before anything is changed. Actions that read personal
+data or change anything take the Actor that asked and leave an audit-log entry
+(ops/audit_log.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Literal, cast
 
 from agents_catalog.showcase import ShowcaseError
 from ops import audit as audit_mod
-from ops import blocks, privacy, queries
+from ops import audit_log, blocks, privacy, queries
+from ops.audit_log import Actor
 from ops.blocks import BlockError
 from ops.context import OpsContext
-from ops.privacy import PrivacyError
+from ops.privacy import PrivacyError, SecretMismatch
 
 STATUSES = ("issued", "started", "ended", "abandoned", "never_joined")
 MAX_LIMIT = 1000
@@ -91,24 +95,63 @@ async def list_blocks(ctx: OpsContext) -> dict[str, object]:
 
 
 async def block(
-    ctx: OpsContext, *, visitor: str, duration: str | None, reason: str
+    ctx: OpsContext, *, visitor: str, duration: str | None, reason: str, actor: Actor
 ) -> dict[str, object]:
     seconds = (
         blocks.parse_duration(duration) if duration else ctx.rules.blocks.default_days * 86_400
     )
-    return {"blocked": await blocks.block(ctx, visitor, seconds, reason)}
+    done = await blocks.block(ctx, visitor, seconds, reason)
+    await audit_log.record(
+        ctx, actor, "block", visitor=visitor, for_s=seconds, reason=done["reason"]
+    )
+    return {"blocked": done}
 
 
-async def unblock(ctx: OpsContext, *, visitor: str) -> dict[str, object]:
-    return {"visitor": visitor, "unblocked": await blocks.unblock(ctx, visitor)}
+async def unblock(ctx: OpsContext, *, visitor: str, actor: Actor) -> dict[str, object]:
+    lifted = await blocks.unblock(ctx, visitor)
+    await audit_log.record(ctx, actor, "unblock", visitor=visitor, was_blocked=lifted)
+    return {"visitor": visitor, "unblocked": lifted}
 
 
-async def lookup(ctx: OpsContext, *, ip: str) -> dict[str, object]:
-    return await privacy.lookup(ctx, ip)
+async def _secret_checked(
+    ctx: OpsContext, actor: Actor, action: str, run: Awaitable[dict[str, object]]
+) -> dict[str, object]:
+    try:
+        return await run
+    except SecretMismatch:
+        await audit_log.record(ctx, actor, action, outcome="refused: secret_mismatch")
+        raise
 
 
-async def erase(ctx: OpsContext, *, ip: str) -> dict[str, object]:
-    return await privacy.erase(ctx, ip)
+async def lookup(ctx: OpsContext, *, ip: str, actor: Actor) -> dict[str, object]:
+    result = await _secret_checked(ctx, actor, "lookup", privacy.lookup(ctx, ip))
+    found = cast(dict[str, int], result["found"])
+    await audit_log.record(ctx, actor, "lookup", sessions=found["sessions"])
+    return result
+
+
+async def erase(ctx: OpsContext, *, ip: str, actor: Actor) -> dict[str, object]:
+    result = await _secret_checked(ctx, actor, "erase", privacy.erase(ctx, ip))
+    deleted = cast(dict[str, int], result["deleted"])
+    calls = cast(dict[str, int], result["calls"])
+    kept = cast(dict[str, dict[str, int]], result["kept"])
+    await audit_log.record(
+        ctx, actor, "erase", sessions=deleted["sessions"], refunded_s=result["refunded_s"],
+        calls_ended=calls["ended"], calls_not_ended=calls["not_ended"],
+        kept=kept["keys_by_kind"],
+    )  # fmt: skip
+    return result
+
+
+async def audit_entries(
+    ctx: OpsContext, *, since: str = "7d", action: str | None = None, limit: int = 100
+) -> dict[str, object]:
+    if action is not None and action not in audit_log.ACTIONS:
+        raise InputError(f"action must be one of {', '.join(audit_log.ACTIONS)}")
+    rows = await audit_log.entries(
+        ctx, since_s=_span(since, "since"), action=action, limit=_limit(limit)
+    )
+    return {"since": since, "count": len(rows), "entries": rows}
 
 
 async def audit(ctx: OpsContext) -> dict[str, object]:
@@ -126,10 +169,20 @@ async def showcase_set(
     enabled: bool | None = None,
     featured: bool | None = None,
     order: int | None = None,
+    actor: Actor,
 ) -> dict[str, object]:
     row = await ctx.showcase.set(persona, enabled=enabled, featured=featured, order=order)
+    changes = {"enabled": enabled, "featured": featured, "order": order}
+    await audit_log.record(
+        ctx, actor, "showcase_set", persona=persona,
+        changes={k: v for k, v in changes.items() if v is not None},
+    )  # fmt: skip
     return {"persona": row.as_dict()}
 
 
-async def showcase_reset(ctx: OpsContext, *, persona: str | None = None) -> dict[str, object]:
-    return {"reset": await ctx.showcase.reset(persona)}
+async def showcase_reset(
+    ctx: OpsContext, *, persona: str | None = None, actor: Actor
+) -> dict[str, object]:
+    reset = await ctx.showcase.reset(persona)
+    await audit_log.record(ctx, actor, "showcase_reset", personas=reset)
+    return {"reset": reset}

@@ -14,6 +14,7 @@ from ops.context import build_context
 from ops.metrics import LatencyMiddleware, Metrics
 from ops.page import build_page
 from ops.runtime import OpsRuntime
+from ops.signin import SigninGuard
 from ops.webhook import build_webhook
 from policies import Policies
 from policies.admission import Admission
@@ -39,7 +40,13 @@ def install_ops(
         hasher=hasher,
         admission=admission,
     )
-    runtime = OpsRuntime(ctx=ctx, metrics=Metrics(), defence=AutoDefence(ctx))
+    metrics = Metrics()
+    runtime = OpsRuntime(
+        ctx=ctx,
+        metrics=metrics,
+        defence=AutoDefence(ctx),
+        signin=SigninGuard(ctx, lambda op: metrics.redis_errors.labels(op).inc()),
+    )
     ctx.showcase.on_error = lambda: runtime.on_redis_error("showcase")
 
     @app.exception_handler(OpsHttpError)

@@ -8,6 +8,8 @@ only in that tab's page (sent with `Cache-Control: no-store`, `Referrer-Policy:
 no-referrer` and a CSP that forbids every script), never in a cookie, a URL, browser
 history or a log. Closing the tab is logging out. `GET /ops` with
 `Authorization: Bearer ...` renders the dashboard directly (curl, screenshots).
+Wrong tokens count against the client and everyone (ops/signin.py: 429 with a sentence
+once over), and each is in the audit log, as is every block and unblock made here.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from ops import blocks, queries
-from ops.auth import OpsHttpError, bearer, ops_enabled, read_body, token_matches
+from ops import blocks, commands, queries
+from ops.audit_log import PAGE
+from ops.auth import OpsHttpError, bearer, ops_enabled, read_body
 from ops.charts import bar_chart, gauge
 from ops.records import SessionView, text
 from ops.runtime import OpsRuntime
@@ -241,8 +244,10 @@ def build_page(runtime: OpsRuntime) -> APIRouter:
     expected = runtime.ctx.settings.ops_token
     router = APIRouter()
 
-    def respond(html: str, status: int = 200) -> HTMLResponse:
-        return HTMLResponse(html, status_code=status, headers=HEADERS)
+    def respond(
+        html: str, status: int = 200, headers: dict[str, str] | None = None
+    ) -> HTMLResponse:
+        return HTMLResponse(html, status_code=status, headers={**HEADERS, **(headers or {})})
 
     async def render(token: str, notice: str | None = None) -> HTMLResponse:
         try:
@@ -251,15 +256,28 @@ def build_page(runtime: OpsRuntime) -> APIRouter:
             runtime.on_redis_error("ops_page")
             return respond(_html("<main><p class='error'>Redis is unreachable.</p></main>"), 503)
 
+    async def signed_in(request: Request, token: str) -> HTMLResponse | None:
+        """None if `token` is the ops token, else the login page saying why not."""
+        try:
+            if await runtime.signin.check(request, token, expected, "page"):
+                return None
+        except OpsHttpError as exc:  # too many failed sign-ins
+            minutes = -(-int(exc.headers.get("Retry-After", "60")) // 60)
+            return respond(
+                login_page(f"Too many failed sign-ins. Try again in {minutes} minute(s)."),
+                exc.status,
+                exc.headers,
+            )
+        return respond(login_page("That token is not valid."), 401)
+
     @router.get("/ops")
     async def page(request: Request) -> HTMLResponse:
         ops_enabled(expected)
         given = bearer(request)
-        if given and token_matches(given, expected):
-            return await render(given)
-        if given:
-            return respond(login_page("That token is not valid."), 401)
-        return respond(login_page())
+        if not given:
+            return respond(login_page())
+        refused = await signed_in(request, given)
+        return refused or await render(given)
 
     @router.post("/ops")
     async def page_post(request: Request) -> HTMLResponse:
@@ -270,18 +288,25 @@ def build_page(runtime: OpsRuntime) -> APIRouter:
             return respond(login_page("Request too large."), 413)
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         token = form.get("token", "")
-        if not token or not token_matches(token, expected):
+        if not token:
             return respond(login_page("That token is not valid."), 401)
+        refused = await signed_in(request, token)
+        if refused is not None:
+            return refused
         action, visitor = form.get("action", "view"), form.get("visitor", "")
         notice = None
         try:
             if action == "unblock":
-                done = await blocks.unblock(runtime.ctx, visitor)
-                notice = f"Unblocked {visitor}." if done else f"{visitor} was not blocked."
+                done = await commands.unblock(runtime.ctx, visitor=visitor, actor=PAGE)
+                notice = (
+                    f"Unblocked {visitor}." if done["unblocked"] else f"{visitor} was not blocked."
+                )
             elif action == "block":
-                days = runtime.ctx.rules.blocks.default_days
-                await blocks.block(runtime.ctx, visitor, days * 86_400, PAGE_BLOCK_REASON, by="ops")
-                notice = f"Blocked {visitor} for {days} days."
+                await commands.block(
+                    runtime.ctx, visitor=visitor, duration=None, reason=PAGE_BLOCK_REASON,
+                    actor=PAGE,
+                )  # fmt: skip
+                notice = f"Blocked {visitor} for {runtime.ctx.rules.blocks.default_days} days."
         except blocks.BlockError as exc:
             notice = str(exc)
         except REDIS_ERRORS:

@@ -67,12 +67,30 @@ class SessionRules(_Strict):
     sweep_every_s: Annotated[int, Field(ge=5, le=3600)]
 
 
+class SigninRules(_Strict):
+    window_s: Annotated[int, Field(ge=60, le=DAY_S)]
+    per_client: Annotated[int, Field(ge=1, le=1000)]
+    global_: Annotated[int, Field(ge=1, le=100_000, alias="global")]
+
+    @model_validator(mode="after")
+    def _client_within_global(self) -> SigninRules:
+        if self.per_client > self.global_:
+            raise ValueError("signin.per_client exceeds signin.global")
+        return self
+
+
+class AuditLogRules(_Strict):
+    days: Annotated[int, Field(ge=1, le=PRIVACY_MAX_DAYS)]
+
+
 class OpsPolicy(_Strict):
     blocks: BlockRules
     auto_block: AutoBlock
     automated: AutomatedSignals
     showcase: ShowcaseRules
     sessions: SessionRules
+    signin: SigninRules
+    audit_log: AuditLogRules
 
     @property
     def block_max_s(self) -> int:
@@ -81,6 +99,14 @@ class OpsPolicy(_Strict):
     @property
     def showcase_ttl_s(self) -> int:
         return self.showcase.ttl_days * DAY_S
+
+    @property
+    def audit_log_ttl_s(self) -> int:
+        return self.audit_log.days * DAY_S
+
+    @property
+    def signin_ttl_s(self) -> int:
+        return self.signin.window_s + 60
 
 
 class PerMinute(_Strict):
@@ -112,10 +138,26 @@ def load_ops_policy(policies: Policies, directory: Path | None = None) -> OpsPol
     rules = validate_file(OpsPolicy, path)
     # A block is keyed by a pseudonym: it may not outlive what the privacy policy allows
     # for pseudonyms.
-    if rules.block_max_s > policies.retention.pseudonym_ttl_s:
+    retention = policies.retention
+    if rules.block_max_s > retention.pseudonym_ttl_s:
         raise PolicyError(
             f"{path}: blocks.max_days exceeds retention ip_ua_hashes_days "
-            f"({policies.retention.ip_ua_hashes_days})"
+            f"({retention.ip_ua_hashes_days})"
+        )
+    # Admission holds a block across one salt rotation (it checks the previous period's
+    # pseudonym too), so no block may span two.
+    longest_block = max(rules.block_max_s, rules.auto_block.block_hours * 3600)
+    if longest_block > retention.salt_period_s:
+        raise PolicyError(
+            f"{path}: blocks.max_days / auto_block.block_hours exceed retention "
+            f"salt_period_days ({retention.salt_period_days}): a block would outlive the "
+            "next salt rotation"
+        )
+    # Entries of blocks name a pseudonym: they may not outlive pseudonyms.
+    if rules.audit_log_ttl_s > retention.pseudonym_ttl_s:
+        raise PolicyError(
+            f"{path}: audit_log.days exceeds retention ip_ua_hashes_days "
+            f"({retention.ip_ua_hashes_days})"
         )
     return rules
 

@@ -4,23 +4,48 @@ The address is hashed again under every salt still in Redis: those pseudonyms ar
 way anything of ours can be tied to it (when a salt expires, what it hashed can no longer
 be linked to anyone). Everything keyed by or holding one of those pseudonyms is shown
 (`lookup`) or deleted (`erase`): session records, the visitor's session index, leases,
-counters, refusals, blocks. Hourly stats are counts with no pseudonym and stay.
+counters, refusals. Hourly stats are counts with no pseudonym and stay.
+
+Both first check that this process hashes with the VISITOR_HASH_SECRET the data was made
+with (its fingerprint in Redis, written by the token server): with another secret an
+address matches nothing, and "0 deleted" would be a false answer.
+
+Erasure also undoes what the sessions still hold: an open session is released through
+release.lua (its slot freed and its unused reserved minutes refunded to the visitor's and
+the global daily count, exactly once whoever else releases it) and its call ended (the
+LiveKit room deleted). Security data stays until it expires on its own: blocks and failed
+ops sign-ins (the privacy policy allows keeping what abuse prevention needs).
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from livekit_token import room_name
+from ops.calls import end_calls
 from ops.context import OpsContext
 from ops.records import scan_sessions, text
 from policies import keys
 from policies.client_address import parse_ip
 from policies.pseudonyms import normalise_ip
 
+# Kept by erasure: abuse prevention (each expires on its own within the policy).
+SECURITY_KINDS = (keys.BLOCK, keys.SIGNIN)
+KEPT_WHY = (
+    "security blocks and failed ops sign-ins stay until they expire: the privacy policy "
+    "allows keeping what abuse prevention needs"
+)
+ERASED = "erased"
+
 
 class PrivacyError(ValueError):
     """Bad input (not an IP address); nothing was read or changed."""
+
+
+class SecretMismatch(PrivacyError):
+    """This process's VISITOR_HASH_SECRET cannot be the one the data was made with."""
 
 
 @dataclass
@@ -30,17 +55,53 @@ class Found:
     sessions: dict[str, dict[str, str]] = field(default_factory=dict)
     keys: dict[str, int] = field(default_factory=dict)  # key -> TTL seconds
 
-    def summary(self) -> dict[str, object]:
+    def summary(self, exclude: tuple[str, ...] = ()) -> dict[str, object]:
         kinds = Counter(keys.kind_of(k) for k in self.keys)
         if self.sessions:
             kinds[keys.SESSION] += len(self.sessions)
+        for kind in exclude:
+            kinds.pop(kind, None)
         return {"sessions": len(self.sessions), "keys_by_kind": dict(sorted(kinds.items()))}
+
+
+async def check_secret(ctx: OpsContext) -> int:
+    """Raise SecretMismatch unless data made with our secret may be in Redis (its
+    fingerprint key lives) or nothing can be found at all (no salt); else return how many
+    other secrets made data still in Redis (a rotation, or servers configured apart)."""
+    mine = keys.pepper(ctx.hasher.fingerprint)
+    live = {text(k) async for k in ctx.redis.scan_iter(match=keys.pattern(keys.PEPPER))}
+    others = len(live - {mine})
+    if mine in live:
+        return others
+    if others:
+        raise SecretMismatch(
+            "VISITOR_HASH_SECRET is not the secret the token server hashes with (its "
+            "fingerprint in Redis differs), so an address hashed with this one matches "
+            "nothing. Run again with the token server's VISITOR_HASH_SECRET. Nothing was "
+            "read or changed."
+        )
+    if await ctx.hasher.live_salts():
+        raise SecretMismatch(
+            "Redis holds no fingerprint of the VISITOR_HASH_SECRET its data was made with "
+            "(the token server writes it at start and every minute), so this secret cannot "
+            "be checked. Start the token server, then run again. Nothing was read or changed."
+        )
+    return 0
+
+
+def _warning(others: int) -> dict[str, object]:
+    if not others:
+        return {}
+    return {
+        "warning": f"{others} other VISITOR_HASH_SECRET(s) made data still in Redis; "
+        "what they made cannot be found with this one"
+    }
 
 
 async def _discover(ctx: OpsContext, ip: str) -> Found:
     address = parse_ip(ip)
     if address is None:
-        raise PrivacyError(f"{ip!r} is not an IPv4 or IPv6 address")
+        raise PrivacyError("that is not an IPv4 or IPv6 address")
     salts = await ctx.hasher.live_salts()
     visitors = {ctx.hasher.visitor(salt, address): salt.period for salt in salts}
     found = Found(
@@ -53,7 +114,7 @@ async def _discover(ctx: OpsContext, ip: str) -> Found:
     session_ids: set[str] = set()
     for visitor in visitors:
         names = [keys.visitor_sessions(visitor), keys.visitor_active(visitor), keys.block(visitor)]
-        for kind in keys.VISITOR_BUCKET_KINDS:
+        for kind in (*keys.VISITOR_BUCKET_KINDS, keys.SIGNIN):
             names += [
                 text(k)
                 async for k in ctx.redis.scan_iter(match=keys.pattern(kind, visitor), count=500)
@@ -78,6 +139,7 @@ async def _discover(ctx: OpsContext, ip: str) -> Found:
 
 
 async def lookup(ctx: OpsContext, ip: str) -> dict[str, object]:
+    others = await check_secret(ctx)
     found = await _discover(ctx, ip)
     return {
         "address": found.address,
@@ -87,12 +149,45 @@ async def lookup(ctx: OpsContext, ip: str) -> dict[str, object]:
         "keys": [
             {"key": k, "kind": keys.kind_of(k), "ttl_s": t} for k, t in sorted(found.keys.items())
         ],
+        **_warning(others),
     }
 
 
+def _used_s(record: dict[str, str], now: float) -> float:
+    """Call time already spent (it stays counted); a session never started used none."""
+    try:
+        started = float(record["started_at"])
+    except (KeyError, ValueError):
+        return 0.0
+    reserved = float(record.get("reserved_s") or record.get("max_duration_s") or 0)
+    return min(max(0.0, now - started), reserved)
+
+
+async def _close_open_sessions(ctx: OpsContext, found: Found) -> tuple[int, list[str]]:
+    """Release every session not yet released; returns the seconds refunded and the rooms
+    whose call may be running."""
+    refunded, rooms = 0, []
+    now = time.time()
+    for session_id, record in sorted(found.sessions.items()):
+        if "released_at" in record:
+            continue
+        released = await ctx.admission.release(
+            session_id, _used_s(record, now), ERASED, {"status": ERASED}
+        )
+        refunded += released.refunded_s
+        rooms.append(record.get("room") or room_name(session_id))
+    return refunded, rooms
+
+
 async def erase(ctx: OpsContext, ip: str) -> dict[str, object]:
+    others = await check_secret(ctx)
     found = await _discover(ctx, ip)
-    names = list(found.keys) + [keys.session(s) for s in found.sessions]
+    refunded, rooms = await _close_open_sessions(ctx, found)
+    # Before the records go: a worker whose room disappears then finds its session
+    # already released (and, once deleted, writes nothing back).
+    calls = await end_calls(ctx.settings, rooms)
+    kept = {k for k in found.keys if keys.kind_of(k) in SECURITY_KINDS}
+    names = [k for k in found.keys if k not in kept] + [keys.session(s) for s in found.sessions]
     if names:
         async with ctx.redis.pipeline(transaction=True) as pipe:
             pipe.delete(*names)
@@ -104,6 +199,13 @@ async def erase(ctx: OpsContext, ip: str) -> dict[str, object]:
     return {
         "address": found.address,
         "pseudonyms": found.pseudonyms,
-        "deleted": found.summary(),
-        "remaining": after.summary(),
+        "deleted": found.summary(exclude=SECURITY_KINDS),
+        "refunded_s": refunded,
+        "calls": calls.as_dict(),
+        "kept": {
+            "keys_by_kind": dict(sorted(Counter(keys.kind_of(k) for k in kept).items())),
+            "why": KEPT_WHY,
+        },
+        "remaining": after.summary(exclude=SECURITY_KINDS),
+        **_warning(others),
     }

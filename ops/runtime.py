@@ -1,5 +1,6 @@
 """What the token server holds for ops: the shared context, metrics, automatic defence,
-and the hooks its token path calls (issued, refused, Redis error)."""
+the sign-in guard, the hooks its token path calls (issued, refused, Redis error), and its
+background duties (the never-joined sweeper; the hash secret's fingerprint)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ops.blocks import AutoDefence
 from ops.context import OpsContext
 from ops.metrics import Metrics
 from ops.reconcile import expire_unjoined
+from ops.signin import SigninGuard
 from policies.admission import Refused
 from sessions.redis_conn import REDIS_ERRORS
 
@@ -25,6 +27,7 @@ class OpsRuntime:
     ctx: OpsContext
     metrics: Metrics
     defence: AutoDefence
+    signin: SigninGuard
 
     async def catalog(self) -> Catalog:
         """The catalogue with sales' showcase override applied (cached a few seconds)."""
@@ -57,10 +60,20 @@ class OpsRuntime:
             self.metrics.sessions_closed.labels("never_joined").inc(len(expired))
         return len(expired)
 
+    async def assert_fingerprint(self) -> None:
+        """Tell ops tools which VISITOR_HASH_SECRET made the data (ops/privacy.py)."""
+        try:
+            await self.ctx.hasher.assert_fingerprint()
+        except REDIS_ERRORS as exc:
+            self.on_redis_error("fingerprint")
+            log.error("secret fingerprint not written", extra={"error": type(exc).__name__})
+
     async def _sweep_forever(self) -> None:
         every = self.ctx.rules.sessions.sweep_every_s
         while True:
             await asyncio.sleep(every)
+            # Re-asserted like the salts: back within a sweep after Redis lost its data.
+            await self.assert_fingerprint()
             try:
                 await self.sweep_once()
             except REDIS_ERRORS as exc:
@@ -69,8 +82,10 @@ class OpsRuntime:
 
     @contextlib.asynccontextmanager
     async def background(self) -> AsyncIterator[None]:
-        """Runs the never-joined sweeper for the app's lifetime (every process may run it:
-        a release happens once whoever calls it)."""
+        """Writes the secret's fingerprint at start and runs the never-joined sweeper for
+        the app's lifetime (every process may run it: a release happens once whoever calls
+        it)."""
+        await self.assert_fingerprint()
         task = asyncio.create_task(self._sweep_forever(), name="ops-sweeper")
         try:
             yield

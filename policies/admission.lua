@@ -3,6 +3,9 @@
 --
 -- KEYS[1] session record      KEYS[2] visitor's active leases (zset)
 -- KEYS[3] global active leases KEYS[4] visitor's block      KEYS[5] visitor's session index
+-- KEYS[6] (only while the previous salt period's salt lives) the visitor's block under that
+--         period's pseudonym: a salt rotation must not lift a block, nor reset the refusals
+--         that lead to one
 -- ARGV: prefix, visitor, session_id, persona, duration_s, lease_s,
 --       v_concurrent, v_per_hour, v_per_day, v_seconds_per_day,
 --       g_concurrent, g_seconds_per_day, session_ttl_s, pseudonym_ttl_s, stats_ttl_s,
@@ -33,6 +36,8 @@ local k_vm = prefix .. 'vm:' .. visitor .. ':' .. day
 local k_vr = prefix .. 'vr:' .. visitor .. ':' .. day
 local k_gm = prefix .. 'gm:' .. day
 local k_stats = prefix .. 'stats:' .. hour
+-- The previous pseudonym is the tail of its block key (KEYS[6] = prefix .. 'block:' .. it).
+local k_vr_prev = KEYS[6] and (prefix .. 'vr:' .. string.sub(KEYS[6], #prefix + 7) .. ':' .. day)
 
 -- Counters get their TTL when created (first increment), not on every write: fewer
 -- commands per admission, and a bucket never outlives its policy TTL from creation.
@@ -50,6 +55,7 @@ local function refuse(reason, retry_after)
   touch_stats('refused:' .. reason)
   local refusals = redis.call('INCR', k_vr)
   if refusals == 1 then redis.call('EXPIRE', k_vr, 86400 + 60) end
+  if k_vr_prev then refusals = refusals + tonumber(redis.call('GET', k_vr_prev) or '0') end
   return {0, reason, tostring(math.max(1, math.ceil(retry_after))), tostring(refusals)}
 end
 
@@ -58,9 +64,16 @@ local function extend(key, ttl)
   if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
 end
 
-local block_ttl = redis.call('TTL', KEYS[4])
-if block_ttl > 0 or block_ttl == -1 then
-  return refuse('blocked', math.max(block_ttl, 1))
+-- Seconds a block has left; one without a TTL (never written so) still blocks.
+local function block_left(key)
+  local ttl = redis.call('TTL', key)
+  if ttl == -1 then return 1 end
+  return ttl
+end
+local block_ttl = block_left(KEYS[4])
+if KEYS[6] then block_ttl = math.max(block_ttl, block_left(KEYS[6])) end
+if block_ttl > 0 then
+  return refuse('blocked', block_ttl)
 end
 
 -- Leases that ran out (crashed worker, never joined) free their slot here.

@@ -1,10 +1,11 @@
 """Admission: who may start a demo call now, decided and recorded in one Redis script.
 
-The script (admission.lua) checks the block list, the visitor's concurrency, hourly, daily
-and minute limits, then the global concurrency and daily minutes (the bill's ceiling); if
-admitted it takes the slots, reserves the minutes and writes the session record, all in
-one atomic round trip. `release` (release.lua) gives a slot back and refunds unused
-minutes, exactly once per session.
+The script (admission.lua) checks the block list (under the visitor's pseudonym and, while
+its salt lives, the previous period's: see policies/pseudonyms.py), the visitor's
+concurrency, hourly, daily and minute limits, then the global concurrency and daily
+minutes (the bill's ceiling); if admitted it takes the slots, reserves the minutes and
+writes the session record, all in one atomic round trip. `release` (release.lua) gives a
+slot back and refunds unused minutes, exactly once per session.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from redis.exceptions import ResponseError
 
 from policies import keys
 from policies.model import Policies
+from policies.pseudonyms import VisitorId
 from sessions.pipelined_redis import PipelinedRedis
 
 _HERE = Path(__file__).resolve().parent
@@ -98,6 +100,9 @@ class Admission:
             keys.block(visitor),
             keys.visitor_sessions(visitor),
         ]
+        previous = visitor.previous if isinstance(visitor, VisitorId) else None
+        if previous:
+            script_keys.append(keys.block(previous))
         script_args: list[str | int] = [
             keys.PREFIX,
             visitor,

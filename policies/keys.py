@@ -24,6 +24,9 @@ GLOBAL_SECONDS = "gm"
 BLOCK = "block"
 STATS = "stats"  # hash per hour bucket: issued, refusals by reason, per persona
 SHOWCASE = "showcase"  # sales' run-time override of the catalogue (ops)
+PEPPER = "pepper"  # a fingerprint of VISITOR_HASH_SECRET (ops checks its own against it)
+OPS_LOG = "opslog"  # one ops action (what, when, which credential): accountability
+SIGNIN = "signin"  # failed ops sign-ins in a window, per client pseudonym and for everyone
 
 
 def salt(period: int) -> str:
@@ -56,6 +59,19 @@ def stats(hour: int) -> str:
 
 def showcase() -> str:
     return f"{PREFIX}{SHOWCASE}"
+
+
+def pepper(fingerprint: str) -> str:
+    return f"{PREFIX}{PEPPER}:{fingerprint}"
+
+
+def ops_log(entry_id: str) -> str:
+    return f"{PREFIX}{OPS_LOG}:{entry_id}"
+
+
+def signin_failures(client: str, window: int) -> str:
+    """`client` is a visitor pseudonym, or `all` for the global count."""
+    return f"{PREFIX}{SIGNIN}:{client}:{window}"
 
 
 def kind_of(key: str) -> str:

@@ -4,6 +4,11 @@ pseudonym = HMAC-SHA256(pepper, kind | period | salt | value), truncated to 128 
 The pepper (VISITOR_HASH_SECRET) never leaves the process; the salt is random per period
 and lives in Redis only as long as the retention policy allows, so when it expires the
 old pseudonyms can no longer be linked to any address, even by us.
+
+A salt rotation must not lift a block (a block may last up to `blocks.max_days`, the salt
+period at most): a visitor's pseudonym also carries the same address's pseudonym under the
+previous period's salt, which Redis keeps anyway for access and erasure, and admission
+checks a block under either. Nothing new is stored to link the two.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ PSEUDONYM_HEX = 32
 # User-agent families remembered per process. Only admitted requests add to it (the
 # refusal path never parses), so a flood of invented user agents cannot evict real ones.
 UA_FAMILY_CACHE_SIZE = 4096
+_FINGERPRINT_MESSAGE = b"onecallflow visitor-hash-secret fingerprint v1"
 _HERE = Path(__file__).resolve().parent
 
 
@@ -135,10 +141,33 @@ def _as_bytes(value: object) -> bytes:
     raise TypeError(f"unexpected salt value {type(value).__name__}")
 
 
+def secret_fingerprint(pepper: str) -> str:
+    """What Redis may hold to tell whether two processes use the same VISITOR_HASH_SECRET:
+    an HMAC of a fixed message under the secret. HMAC is a pseudo-random function, so the
+    fingerprint says nothing about the secret beyond "same or not"."""
+    return hmac.new(pepper.encode(), _FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class Salt:
     period: int
     value: bytes
+    # The previous period's salt while Redis still has it (see VisitorId).
+    previous: bytes | None = None
+
+
+class VisitorId(str):
+    """A visitor pseudonym (the string itself, under the current salt) that also knows the
+    same address's pseudonym under the previous period's salt, or None. Admission checks
+    a block under both, so a rotation does not lift it; the link lives only in this
+    request's memory."""
+
+    previous: str | None
+
+    def __new__(cls, value: str, previous: str | None = None) -> VisitorId:
+        self = super().__new__(cls, value)
+        self.previous = previous
+        return self
 
 
 class VisitorHasher:
@@ -146,7 +175,8 @@ class VisitorHasher:
         self._redis = redis
         self._pepper = pepper.encode()
         self._retention = retention
-        self._cache: dict[int, tuple[bytes, float]] = {}
+        self._fingerprint = secret_fingerprint(pepper)
+        self._cache: dict[int, tuple[Salt, float]] = {}
         # The check in flight: for the present (None) or for a given period.
         self._fetching: tuple[int | None, asyncio.Future[Salt]] | None = None
         # Redis' clock minus ours, read at every salt check. Periods follow Redis' clock,
@@ -180,7 +210,7 @@ class VisitorHasher:
             cached = self._cache.get(period)
             if cached and (estimate - cached[1] < SALT_RECHECK_S or self._fetching is not None):
                 # Fresh, or being re-checked by another request: no round trip for this one.
-                return Salt(period, cached[0])
+                return cached[0]
         key = None if now is None else self.period_of(now)
         if self._fetching is None or self._fetching[0] != key:
             # Single flight: one request (re)checks the salt, concurrent ones wait for it,
@@ -207,18 +237,33 @@ class VisitorHasher:
             self._clock_offset = now - time.time()
         period = self.period_of(now)
         cached = self._cache.get(period)
-        value = await self._assert_salt(period, cached[0] if cached else None)
-        self._cache = {period: (value, now)}
-        return Salt(period, value)
+        salt = await self._assert_salt(period, cached[0].value if cached else None)
+        self._cache = {period: (salt, now)}
+        return salt
 
-    async def _assert_salt(self, period: int, known: bytes | None) -> bytes:
+    async def _assert_salt(self, period: int, known: bytes | None) -> Salt:
         candidate = known or secrets.token_bytes(32)
         # One round trip: create ours if none exists (first writer wins, also after Redis
-        # lost its data), else learn the existing one.
-        existing = await self._redis.set(
-            keys.salt(period), candidate, nx=True, get=True, exat=self._expires_at(period)
-        )
-        return _as_bytes(existing) if existing is not None else candidate
+        # lost its data), else learn the existing one; and read the previous period's salt,
+        # never create it (no salt, no pseudonym made with it, nothing to check).
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.salt(period), candidate, nx=True, get=True, exat=self._expires_at(period))
+            pipe.get(keys.salt(period - 1))
+            existing, previous = await pipe.execute()
+        value = _as_bytes(existing) if existing is not None else candidate
+        return Salt(period, value, _as_bytes(previous) if previous is not None else None)
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    async def assert_fingerprint(self) -> None:
+        """Record that data made with this secret may exist, for as long as it may live
+        (the longest retention from now); the token server calls this at start and every
+        sweep, so the key lives while a server uses the secret, then expires with the
+        data."""
+        ttl = max(self._retention.session_ttl_s, self._retention.pseudonym_ttl_s)
+        await self._redis.set(keys.pepper(self._fingerprint), "1", ex=ttl)
 
     async def live_salts(self) -> list[Salt]:
         """Every salt still in Redis: an address's pseudonyms under each of them cover all
@@ -235,8 +280,12 @@ class VisitorHasher:
         message = b"|".join((kind.encode(), str(salt.period).encode(), salt.value, value.encode()))
         return hmac.new(self._pepper, message, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
 
-    def visitor(self, salt: Salt, address: IPAddress) -> str:
-        return self.pseudonym(salt, "ip", normalise_ip(address))
+    def visitor(self, salt: Salt, address: IPAddress) -> VisitorId:
+        value = normalise_ip(address)
+        previous = None
+        if salt.previous is not None:
+            previous = self.pseudonym(Salt(salt.period - 1, salt.previous), "ip", value)
+        return VisitorId(self.pseudonym(salt, "ip", value), previous)
 
     def user_agent(self, salt: Salt, user_agent: str) -> str:
         return self.pseudonym(salt, "ua", user_agent)

@@ -27,6 +27,7 @@ from tests.livekit_stack import API_KEY, API_SECRET, Stack
 from tests.support import ROOT, RedisServer, write_policies
 
 OPS_TOKEN = "ops-token-for-e2e-tests-0123456789-abcdefghij"
+METRICS_TOKEN = "metrics-token-for-e2e-tests-9876543210-zyxwv"
 PERSONA = "realty-desk-en"
 # int16 RMS of the agent's track while it speaks (espeak-ng through the TTS fake is in the
 # thousands; a silent track is 0).
@@ -44,7 +45,12 @@ def e2e_policies(directory: Path, *, room: dict[str, int], session: dict[str, in
 
 
 def stack_env(policies_dir: Path, **extra: str) -> dict[str, str]:
-    return {"POLICIES_DIR": str(policies_dir), "OPS_TOKEN": OPS_TOKEN, **extra}
+    return {
+        "POLICIES_DIR": str(policies_dir),
+        "OPS_TOKEN": OPS_TOKEN,
+        "METRICS_TOKEN": METRICS_TOKEN,
+        **extra,
+    }
 
 
 async def eventually(
@@ -81,7 +87,9 @@ def issued(stack: Stack, visitor_ip: str | None = None) -> dict[str, Any]:
 def webhook_counts(stack: Stack) -> dict[tuple[str, str], float]:
     """`ocf_livekit_webhooks_total` by (event, outcome), from /metrics."""
     text = httpx.get(
-        stack.base_url + "/metrics", headers={"Authorization": f"Bearer {OPS_TOKEN}"}, timeout=10
+        stack.base_url + "/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        timeout=10,
     ).text
     counts: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(text):

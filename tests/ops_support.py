@@ -4,22 +4,27 @@ requested from a given address (through a trusted proxy header)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from livekit import api
 
-from tests.support import ROOT
+from tests.support import ROOT, RedisServer, ServerProcess, write_policies
 from tests.token_support import API_KEY, API_SECRET, settings_env
 
 OPS_TOKEN = "ops-token-for-tests-0123456789-abcdefghijkl"
+METRICS_TOKEN = "metrics-token-for-tests-9876543210-zyxwvu"
 HASH_SECRET = "visitor-hash-secret-for-tests-0123456789abcdef"
 CHROME_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -32,22 +37,57 @@ def ops_env(redis_url: str, **extra: str) -> dict[str, str]:
     return settings_env(
         redis_url,
         OPS_TOKEN=OPS_TOKEN,
+        METRICS_TOKEN=METRICS_TOKEN,
         VISITOR_HASH_SECRET=HASH_SECRET,
         TRUSTED_PROXIES="127.0.0.1/32",
         **extra,
     )
 
 
-def run_ops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_ops(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ops", *args],
         cwd=ROOT,
         env={**os.environ, **env},
+        input=stdin if stdin is not None else "",
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def running_ops_stack(
+    policies_dir: Path | None = None, **extra: str
+) -> Iterator[tuple[ServerProcess, RedisServer, dict[str, str]]]:
+    """A Redis of its own and a token server on it (with POLICIES_DIR when given); the
+    environment is the one the CLI needs too."""
+    server_redis = RedisServer().start()
+    try:
+        if policies_dir is not None:
+            extra["POLICIES_DIR"] = str(policies_dir)
+        env = ops_env(server_redis.url, **extra)
+        server = ServerProcess(env=env).start()
+        try:
+            yield server, server_redis, env
+        finally:
+            server.stop()
+    finally:
+        server_redis.stop()
+
+
+def write_ops_policies(directory: Path, **sections: dict[str, Any]) -> Path:
+    """The shipped policies, with sections of ops.yaml replaced in part (e.g.
+    `auto_block={"refusals_per_day": 4}`); limits and retention as shipped."""
+    write_policies(directory)
+    rules = yaml.safe_load((ROOT / "policies" / "ops.yaml").read_text())
+    for name, values in sections.items():
+        rules[name].update(values)
+    (directory / "ops.yaml").write_text(yaml.safe_dump(rules))
+    return directory
 
 
 def ops_json(env: dict[str, str], *args: str) -> Any:

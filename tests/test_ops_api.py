@@ -11,8 +11,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from policies import keys
-from tests.ops_support import OPS_TOKEN, auth, ops_env, ops_json, request_token
-from tests.support import RedisServer, ServerProcess
+from tests.ops_support import (
+    METRICS_TOKEN,
+    OPS_TOKEN,
+    auth,
+    ops_json,
+    request_token,
+    running_ops_stack,
+    write_ops_policies,
+)
+from tests.support import ServerProcess
 from tests.token_support import dump_redis, session_record
 
 API_ROUTES = [
@@ -21,7 +29,7 @@ API_ROUTES = [
     ("POST", "/ops/lookup"), ("POST", "/ops/erase"), ("GET", "/ops/audit"),
     ("GET", "/ops/showcase"), ("PATCH", "/ops/showcase/agence-immo-fr"),
     ("DELETE", "/ops/showcase/agence-immo-fr"), ("DELETE", "/ops/showcase"),
-    ("GET", "/metrics"),
+    ("GET", "/ops/audit-log"),
 ]  # fmt: skip
 
 
@@ -31,13 +39,14 @@ JSON_TYPE = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[tuple[ServerProcess, RedisServer, dict[str, str]]]:
-    server_redis = RedisServer().start()
-    env = ops_env(server_redis.url)
-    server = ServerProcess(env=env).start()
-    yield server, server_redis, env
-    server.stop()
-    server_redis.stop()
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ...]]:
+    # Room for every wrong token these tests send from one client (the limit itself:
+    # tests/test_ops_accountability.py).
+    directory = write_ops_policies(
+        tmp_path_factory.mktemp("policies"), signin={"per_client": 1000, "global": 1000}
+    )
+    with running_ops_stack(directory) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -53,24 +62,45 @@ def call(base: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
     return httpx.request(method, base + path, timeout=15, **kwargs)
 
 
-@pytest.mark.parametrize(("method", "path"), API_ROUTES)
+def but_signins(r: Any) -> list[tuple[bytes, tuple[bytes, ...]]]:
+    """Redis minus what a failed sign-in leaves: its count and its audit-log entry (and
+    the period's salt, if no visitor made it yet: the count is keyed by a pseudonym)."""
+    return sorted(
+        (k.name, k.contents)
+        for k in dump_redis(r)
+        if keys.kind_of(k.name.decode()) not in (keys.SIGNIN, keys.OPS_LOG, keys.SALT)
+    )
+
+
+def signins_failed(r: Any) -> int:
+    return sum(
+        b'"signin_failed"' in k.contents[0]
+        for k in dump_redis(r)
+        if keys.kind_of(k.name.decode()) == keys.OPS_LOG
+    )
+
+
+@pytest.mark.parametrize(("method", "path"), [*API_ROUTES, ("GET", "/metrics")])
 def test_auth_failures(stack: Any, method: str, path: str) -> None:
     base = stack[0].base_url
     r = stack[1].client()
-    before = dump_redis(r)
+    before, failed_before = but_signins(r), signins_failed(r)
+    wrong = METRICS_TOKEN if path == "/metrics" else OPS_TOKEN
     for headers in (
         {},  # missing
         {"Authorization": "Bearer wrong-token"},
         {"Authorization": ""},  # empty
         {"Authorization": "Bearer"},
-        {"Authorization": f"Basic {OPS_TOKEN}"},  # right secret, wrong scheme
-        {"Authorization": f"Bearer {OPS_TOKEN}x"},
+        {"Authorization": f"Basic {wrong}"},  # right secret, wrong scheme
+        {"Authorization": f"Bearer {wrong}x"},
     ):
         response = call(base, method, path, headers=headers, json={"ip": "192.0.2.1"})
         assert response.status_code == 401, (headers, response.text)
         assert response.json()["error"] == "unauthorized"
         assert response.headers["www-authenticate"].startswith("Bearer")
-    assert [(k.name, k.contents) for k in dump_redis(r)] == [(k.name, k.contents) for k in before]
+    # Nothing changed but the record of the two wrong tokens presented.
+    assert but_signins(r) == before
+    assert signins_failed(r) == failed_before + 2
 
 
 @pytest.mark.parametrize(("method", "path"), [*API_ROUTES, ("GET", "/ops"), ("POST", "/ops")])
@@ -203,7 +233,7 @@ def test_metrics_parse_and_hold_no_pseudonym(stack: Any) -> None:
     base, r = server.base_url, redis_server.client()
     assert request_token(base, "192.0.2.40", persona="realty-desk-en").status_code == 201
     assert request_token(base, "192.0.2.40", persona="realty-desk-en").status_code == 429
-    response = call(base, "GET", "/metrics", headers=auth())
+    response = call(base, "GET", "/metrics", headers=auth(METRICS_TOKEN))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text

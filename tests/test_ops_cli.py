@@ -226,7 +226,8 @@ def test_block_refuses_bad_input_and_changes_nothing(stack: Any) -> None:
 async def test_lookup_and_erase_across_two_salt_periods(stack: Any) -> None:
     """Sessions from one address under the current salt and the previous period's salt
     (both still live, as they are for salt_period_days + retention): lookup finds all of
-    them, erase leaves nothing of them, and another visitor is untouched."""
+    them, erase leaves nothing of them but the security block (kept until it expires, and
+    said so), and another visitor is untouched."""
     _, redis_server, env = stack
     sync = client(stack)
     policies = load_policies()
@@ -282,15 +283,20 @@ async def test_lookup_and_erase_across_two_salt_periods(stack: Any) -> None:
     erased = ops_json(env, "erase", "--ip", "2001:db8:aa:bb::17")
     assert erased["deleted"]["sessions"] == 3
     assert erased["remaining"] == {"sessions": 0, "keys_by_kind": {}}
+    assert erased["kept"]["keys_by_kind"] == {"block": 1}
     for stored in dump_redis(sync):
+        if keys.kind_of(stored.name.decode()) == keys.BLOCK:
+            continue  # kept (security); the audit log's entries name no pseudonym
         blob = stored.blob()
         for secret in (old_visitor, new_visitor, "erase-old-0001", "erase-new-0001",
                        "erase-new-0002"):  # fmt: skip
             assert secret.encode() not in blob, (stored.name, secret)
+    assert sync.exists(keys.block(new_visitor)) == 1
     assert untouched(sync, other_visitor) == others_before
     assert ops_json(env, "lookup", "--ip", "2001:db8:aa:bb::17")["found"]["sessions"] == 0
     again = ops_json(env, "erase", "--ip", "2001:db8:aa:bb::17")
     assert again["deleted"] == {"sessions": 0, "keys_by_kind": {}}
+    sync.delete(keys.block(new_visitor))
 
     bad = run_ops(env, "erase", "--ip", "not-an-address")
     assert bad.returncode == 2 and "not an IPv4 or IPv6 address" in bad.stderr

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from policies import keys
-from tests.ops_support import auth, ops_env, ops_json, request_token
+from tests.ops_support import METRICS_TOKEN, auth, ops_env, ops_json, request_token
 from tests.support import ROOT, RedisServer, ServerProcess, write_policies
 from tests.token_support import away_from_bucket_edge, session_record
 
@@ -58,7 +58,7 @@ def test_visitor_tripping_limits_is_blocked_automatically(stack: Any) -> None:
     )
     top = {v["visitor"]: v for v in ops_json(env, "top")["visitors"]}
     assert top[visitor]["blocked"] and top[visitor]["block_reason"].startswith("auto:")
-    metrics = httpx.get(server.base_url + "/metrics", headers=auth(), timeout=10).text
+    metrics = httpx.get(server.base_url + "/metrics", headers=auth(METRICS_TOKEN), timeout=10).text
     assert "ocf_auto_blocks_total 1.0" in metrics
 
     # Ops may lift it; the visitor starts from a clean slate only if refusals stop.

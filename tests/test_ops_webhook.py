@@ -19,6 +19,7 @@ from policies.admission import Admission
 from policies.claim import Claims
 from sessions.store import SessionStore, Update
 from tests.ops_support import (
+    METRICS_TOKEN,
     auth,
     ops_env,
     participant_left,
@@ -206,7 +207,7 @@ def test_forged_events_are_refused_and_change_nothing(stack: Any) -> None:
         assert response.json()["error"] == "invalid_signature"
     assert sorted((k.name, k.contents) for k in dump_redis(r)) == before
 
-    metrics = httpx.get(server.base_url + "/metrics", headers=auth(), timeout=10).text
+    metrics = httpx.get(server.base_url + "/metrics", headers=auth(METRICS_TOKEN), timeout=10).text
     assert 'ocf_livekit_webhooks_total{event="other",outcome="bad_signature"} 5.0' in metrics
 
 
@@ -219,7 +220,7 @@ def test_redis_down_answers_503_so_livekit_retries(stack: Any, own_redis: RedisS
         # The catalogue is still served (from the files) and every failure is counted.
         agents = httpx.get(server.base_url + "/api/agents", timeout=10)
         assert agents.status_code == 200 and len(agents.json()["agents"]) == 4
-        metrics = httpx.get(server.base_url + "/metrics", headers=auth(), timeout=10)
+        metrics = httpx.get(server.base_url + "/metrics", headers=auth(METRICS_TOKEN), timeout=10)
         assert metrics.status_code == 200
         for operation in ("webhook", "showcase", "metrics"):
             assert f'ocf_redis_errors_total{{operation="{operation}"}} 1.0' in metrics.text

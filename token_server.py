@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from agents_catalog import Catalog, CatalogError, load_catalog
+from api_document import document_router
 from api_errors import NO_STORE, ApiError, error_response
 from http_limits import limited_http_protocol
 from logs import now_ms, setup_logging
@@ -212,6 +213,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="OneCallFlow voice demo",
         lifespan=lifespan,
+        # No Swagger UI (third-party scripts) and no generated document: ours is written
+        # by hand (api_document.py), since the framework never sees /api/token.
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -266,6 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from web import web_router  # the demo page (web/): `/` and `/assets/*`
 
     app.include_router(web_router(settings))
+    app.include_router(document_router([p.id for p in services.catalog]))
     # Ops API (/ops/*), page (/ops), /metrics, the LiveKit webhook (/livekit/webhook).
     ops = services.ops = install_ops(
         app,

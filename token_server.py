@@ -72,7 +72,11 @@ def origin_allowed(origin: str, host: str | None, settings: Settings) -> bool:
         return True
     if settings.public_origin or settings.production:
         return False
-    return bool(host) and urlsplit(origin).netloc == (host or "").lower()
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # not a URL at all ("http://[", found by the fuzzer): not our page
+        return False
+    return bool(host) and netloc == (host or "").lower()
 
 
 class GuardMiddleware:
@@ -232,8 +236,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(404, "not_found", "No such page.")
 
     @app.exception_handler(405)
-    async def _bad_method(_: Request, __: Exception) -> JSONResponse:
-        return error_response(405, "method_not_allowed", "Method not allowed.")
+    async def _bad_method(_: Request, exc: Exception) -> JSONResponse:
+        # The router's `Allow` (the methods the path takes): RFC 9110 requires it on a 405.
+        allow = getattr(exc, "headers", None) or {}
+        return error_response(405, "method_not_allowed", "Method not allowed.", dict(allow))
 
     async def cards() -> list[dict[str, object]]:
         policies = services.policies

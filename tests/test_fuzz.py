@@ -4,9 +4,9 @@ A real `python token_server.py` on loopback with a real Redis (tests/fuzz_suppor
 schemathesis' pytest integration with the document the server serves (/openapi.json: built
 here by the same code, api_document.py, and checked equal to what the server serves before
 the first case), every operation fuzzed with the settings of schemathesis.toml and a fixed
-seed, one test per operation: positive and
-negative cases, schemathesis' coverage scenarios (missing and boundary values, undeclared
-methods) and the document's examples. Each case must get:
+seed, one test per operation: positive and negative cases, schemathesis' coverage
+scenarios (missing and boundary values, undeclared methods) and the document's examples.
+Each case must get:
 
 - no 5xx (with Redis up there is no reason for one, 503 included);
 - an answer the document describes: status, content type, headers, body schema;

@@ -33,6 +33,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+OPTIONS_ANSWER = [(b"allow", b"OPTIONS, POST"), (b"cache-control", b"no-store")]
+
 REFUSAL_TEXT = {
     "blocked": "Access to the demo has been suspended for this connection.",
     "visitor_concurrent": "You already have a demo call in progress.",
@@ -138,8 +140,13 @@ class TokenEndpoint:
         self.records = SessionStore(services.hasher.redis)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "OPTIONS":
+            # Not a CORS preflight (GuardMiddleware answers those): what this path takes.
+            await send({"type": "http.response.start", "status": 204, "headers": OPTIONS_ANSWER})
+            await send({"type": "http.response.body", "body": b""})
+            return
         if scope["method"] != "POST":
-            error = ApiError(405, "method_not_allowed", "Use POST.", {"Allow": "POST"})
+            error = ApiError(405, "method_not_allowed", "Use POST.", {"Allow": "OPTIONS, POST"})
             await send_json(send, error.status, error.body(), error.headers)
             return
         try:

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from agents_catalog import Catalog, CatalogError, load_catalog
+from api_document import document_router
 from api_errors import NO_STORE, ApiError, error_response
 from http_limits import limited_http_protocol
 from logs import now_ms, setup_logging
@@ -71,7 +72,11 @@ def origin_allowed(origin: str, host: str | None, settings: Settings) -> bool:
         return True
     if settings.public_origin or settings.production:
         return False
-    return bool(host) and urlsplit(origin).netloc == (host or "").lower()
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # not a URL at all ("http://[", found by the fuzzer): not our page
+        return False
+    return bool(host) and netloc == (host or "").lower()
 
 
 class GuardMiddleware:
@@ -212,6 +217,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="OneCallFlow voice demo",
         lifespan=lifespan,
+        # No Swagger UI (third-party scripts) and no generated document: ours is written
+        # by hand (api_document.py), since the framework never sees /api/token.
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -229,8 +236,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(404, "not_found", "No such page.")
 
     @app.exception_handler(405)
-    async def _bad_method(_: Request, __: Exception) -> JSONResponse:
-        return error_response(405, "method_not_allowed", "Method not allowed.")
+    async def _bad_method(_: Request, exc: Exception) -> JSONResponse:
+        # The router's `Allow` (the methods the path takes): RFC 9110 requires it on a 405.
+        allow = getattr(exc, "headers", None) or {}
+        return error_response(405, "method_not_allowed", "Method not allowed.", dict(allow))
 
     async def cards() -> list[dict[str, object]]:
         policies = services.policies
@@ -266,6 +275,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from web import web_router  # the demo page (web/): `/` and `/assets/*`
 
     app.include_router(web_router(settings))
+    app.include_router(document_router([p.id for p in services.catalog]))
     # Ops API (/ops/*), page (/ops), /metrics, the LiveKit webhook (/livekit/webhook).
     ops = services.ops = install_ops(
         app,

@@ -1,0 +1,131 @@
+"""The fuzzed server and what watches it: shared by tests/test_fuzz.py (the bounded run in
+the suite) and the long CLI run (tests/fuzz_run.py with tests/fuzz_hooks.py).
+
+A real `python token_server.py` on loopback with a real Redis. Limits are raised far out of
+reach: the run is about input handling, and a visitor (every generated request comes from
+one address, or the few valid ones the fuzzer writes in X-Forwarded-For) must not be
+refused by admission after its first few calls. The join window is the longest the policy
+allows, so the never-joined sweeper closes nothing while a run lasts (a write of its own
+would look like one made by a refused request).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.support import write_policies
+from tests.token_support import settings_env
+
+FUZZ_LIMITS: dict[str, object] = {
+    "visitor": {"concurrent_sessions": 1_000_000, "sessions_per_hour": 1_000_000,
+                "sessions_per_day": 1_000_000, "minutes_per_day": 100_000_000},
+    "global": {"concurrent_sessions": 1_000_000, "minutes_per_day": 100_000_000},
+    "session": {"join_window_s": 900},
+}  # fmt: skip
+ALLOWED_ORIGIN = "https://www.onecallflow.test"
+# The only status that may write to Redis during a run: an admission. Admission refusals
+# (429, 403 blocked, 503 capacity) are recorded too, by design, but with FUZZ_LIMITS none
+# happens; a request refused for its input never gets that far.
+ADMITTED = 201
+
+
+def fuzz_policies(directory: Path) -> Path:
+    return write_policies(directory, limits=FUZZ_LIMITS)
+
+
+def fuzz_server_env(redis_url: str, policies_dir: Path) -> dict[str, str]:
+    # 127.0.0.1 as a trusted proxy: the fuzzer's X-Forwarded-For values are parsed.
+    return settings_env(
+        redis_url,
+        POLICIES_DIR=str(policies_dir),
+        TRUSTED_PROXIES="127.0.0.1/32",
+        ALLOWED_ORIGINS=ALLOWED_ORIGIN,
+    )
+
+
+def redis_state(client: redis.Redis) -> dict[bytes, tuple[str, Any]]:
+    """Every key's type and contents (not its TTL, which ticks), in three round trips
+    whatever the size of the database: taken before and after each of a thousand cases."""
+    names = list(client.scan_iter(count=10_000))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.type(name)
+    kinds = [k.decode() if isinstance(k, bytes) else str(k) for k in pipe.execute()]
+    readers: dict[str, Callable[[bytes], object]] = {
+        "string": lambda n: pipe.get(n),
+        "hash": lambda n: pipe.hgetall(n),
+        "set": lambda n: pipe.smembers(n),
+        "zset": lambda n: pipe.zrange(n, 0, -1, withscores=True),
+        "list": lambda n: pipe.lrange(n, 0, -1),
+        "stream": lambda n: pipe.xrange(n),
+    }
+    present = [(n, k) for n, k in zip(names, kinds, strict=True) if k != "none"]
+    for name, kind in present:
+        if kind not in readers:
+            raise AssertionError(f"unexpected Redis type {kind} for {name!r}")
+        readers[kind](name)
+    values = pipe.execute()
+    return {name: (kind, value) for (name, kind), value in zip(present, values, strict=True)}
+
+
+def describe_changes(
+    before: dict[bytes, tuple[str, Any]], after: dict[bytes, tuple[str, Any]]
+) -> list[str]:
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
+    return (
+        [f"added {k!r}" for k in added]
+        + [f"removed {k!r}" for k in removed]
+        + [f"changed {k!r}" for k in changed]
+    )
+
+
+@dataclass
+class RedisWatch:
+    """Redis as it was before a case; after it, what the case changed."""
+
+    client: redis.Redis
+    _before: dict[bytes, tuple[str, Any]] | None = None
+
+    def before_case(self) -> None:
+        self._before = redis_state(self.client)
+
+    def changes(self) -> list[str]:
+        if self._before is None:
+            raise AssertionError("no snapshot taken before this case")
+        return describe_changes(self._before, redis_state(self.client))
+
+    def refusal_changes(self, status: int) -> list[str]:
+        """What a refused case (any answer but an admission) changed: must be nothing."""
+        return [] if status == ADMITTED else self.changes()
+
+
+@dataclass
+class FuzzTally:
+    """What a run sent and got: cases per operation, statuses."""
+
+    operations: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    refusals_checked: int = 0
+
+    def record(self, operation: str, status: int) -> None:
+        self.operations[operation] += 1
+        self.statuses[status] += 1
+        if status != ADMITTED:
+            self.refusals_checked += 1
+
+    @property
+    def cases(self) -> int:
+        return sum(self.operations.values())
+
+    def summary(self) -> str:
+        by_status = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
+        by_operation = ", ".join(f"{o}: {n}" for o, n in sorted(self.operations.items()))
+        return f"{self.cases} cases; statuses {by_status}; per operation {by_operation}"

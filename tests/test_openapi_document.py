@@ -1,0 +1,421 @@
+"""The OpenAPI document (openapi.yaml, served at /openapi.json) is the truth about the public
+HTTP surface: every public route is in it, and every status code it documents for an
+operation is one the server really gives, with the documented content type, headers and
+body.
+
+Each documented answer has a scenario below that makes the real app give it (in-process,
+real Redis; a stopped Redis or an evicting one where the answer is about Redis), and the
+response is checked against the document by schemathesis' own checks. A documented answer
+without a scenario fails, and so does a scenario for an answer the document lacks. The fuzzer
+(tests/test_fuzz.py) covers the other direction: whatever it sends, the answer is documented.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import schemathesis
+from fastapi import FastAPI
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from agents_catalog import load_catalog
+from api_document import URL, load_document
+from ops.blocks import block
+from settings import Settings
+from tests.fuzz_support import fuzz_policies
+from tests.ops_support import room_finished, signed_event
+from tests.support import RedisServer, write_policies
+from tests.token_support import asgi_client, make_app, session_record
+from tests.web_support import ensure_bundle
+from web.routes import web_router
+
+PERSONA_IDS = [persona.id for persona in load_catalog()]
+DOCUMENT = load_document(PERSONA_IDS)
+SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
+CHECKS = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+ALLOWED_ORIGIN = "https://www.onecallflow.test"
+# One call at a time for a visitor and for the whole demo: a second call is refused.
+TIGHT: dict[str, object] = {
+    "visitor": {"concurrent_sessions": 1},
+    "global": {"concurrent_sessions": 1},
+}
+# Paths served but deliberately left out of the document (see its info.description).
+UNDOCUMENTED_PREFIXES = ("/ops", "/metrics", "/assets/")
+# Methods a client may always use where GET is served (the framework answers them).
+IMPLICIT = {"HEAD"}
+
+Answer = tuple[str, str, int]  # method, path, status
+
+
+def documented_answers() -> set[Answer]:
+    return {
+        (method.upper(), path, int(status))
+        for path, operations in DOCUMENT["paths"].items()
+        for method, operation in operations.items()
+        for status in operation["responses"]
+    }
+
+
+# --- the environments the scenarios need -------------------------------------------------
+
+
+@dataclass
+class Apps:
+    """The real app in the configurations the scenarios need, all in-process. Roomy: the
+    fuzzer's limits (tests/fuzz_support.py), nobody refused by admission."""
+
+    redis_url: str
+    roomy_policies: Path
+    tight_policies: Path
+    down_redis_url: str  # a port that refuses connections: Redis is down
+    evicting_redis_url: str  # a Redis whose maxmemory-policy is allkeys-lru
+    empty_dist: Path
+
+    def roomy(self) -> Any:
+        return make_app(self.redis_url, self.roomy_policies, allowed_origins=[ALLOWED_ORIGIN])
+
+    def tight(self) -> Any:
+        return make_app(self.redis_url, self.tight_policies)
+
+    def redis_down(self) -> Any:
+        return make_app(self.down_redis_url, self.roomy_policies)
+
+    def redis_evicting(self) -> Any:
+        return make_app(self.evicting_redis_url, self.roomy_policies)
+
+    def page_not_built(self) -> FastAPI:
+        # The page's own router, as create_app mounts it, over a dist with no bundle.
+        app = FastAPI()
+        settings = Settings(_env_file=None, livekit_url="wss://livekit.test.invalid")  # type: ignore[call-arg]
+        app.include_router(web_router(settings, self.empty_dist))
+        return app
+
+
+@pytest.fixture(scope="module")
+def apps(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apps]:
+    ensure_bundle()
+    # Bound, never listening: connections are refused, and no other process (other test
+    # runs start Redis servers on free ports) can take the port while we hold it.
+    down = socket.socket()
+    down.bind(("127.0.0.1", 0))
+    evicting = RedisServer().start()
+    evicting.client().config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        yield Apps(
+            redis_url=redis_url,
+            roomy_policies=fuzz_policies(tmp_path_factory.mktemp("roomy")),
+            tight_policies=write_policies(tmp_path_factory.mktemp("tight"), limits=TIGHT),
+            down_redis_url=f"redis://127.0.0.1:{down.getsockname()[1]}/0",
+            evicting_redis_url=evicting.url,
+            empty_dist=tmp_path_factory.mktemp("dist-not-built"),
+        )
+    finally:
+        evicting.stop()
+        down.close()
+
+
+# --- scenarios: one per documented answer ---------------------------------------------------
+# Each makes the real app give that answer, in each of its variants (error codes, request
+# forms), and returns every response it got with that status: all are checked.
+
+Responses = list[httpx.Response]
+Scenario = Callable[[Apps], Awaitable[Responses]]
+SCENARIOS: dict[Answer, Scenario] = {}
+BIG_HEADERS = {f"X-Pad-{i}": "p" * 1000 for i in range(10)}  # > 8 KiB of headers
+JSON = {"Content-Type": "application/json"}
+OURS = {"agent": "agence-immo-fr"}
+UNKNOWN_SESSION = "AAAAAAAAAAAAAAAA"
+
+
+def scenario(method: str, path: str, status: int) -> Callable[[Scenario], Scenario]:
+    def register(func: Scenario) -> Scenario:
+        SCENARIOS[(method, path, status)] = func
+        return func
+
+    return register
+
+
+def oversized_headers(method: str, path: str) -> Scenario:
+    async def run(apps: Apps) -> Responses:
+        async with asgi_client(apps.roomy()) as client:
+            return [await client.request(method, path, json=OURS, headers=BIG_HEADERS)]
+
+    return run
+
+
+for _path, _operations in DOCUMENT["paths"].items():
+    for _method in _operations:
+        SCENARIOS[(_method.upper(), _path, 431)] = oversized_headers(_method.upper(), _path)
+
+
+async def _get(app: Any, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    async with asgi_client(app) as client:
+        return await client.get(path, headers=headers)
+
+
+def plain_get(path: str) -> Scenario:
+    async def run(apps: Apps) -> Responses:
+        return [await _get(apps.roomy(), path)]
+
+    return run
+
+
+for _path in ("/", "/api/agents", "/healthz", "/readyz"):
+    SCENARIOS[("GET", _path, 200)] = plain_get(_path)
+
+
+@scenario("GET", "/", 503)
+async def page_not_built(apps: Apps) -> Responses:
+    return [await _get(apps.page_not_built(), "/")]
+
+
+@scenario("GET", "/api/agents", 304)
+async def catalogue_not_modified(apps: Apps) -> Responses:
+    app = apps.roomy()
+    etag = (await _get(app, "/api/agents")).headers["etag"]
+    return [await _get(app, "/api/agents", {"If-None-Match": etag})]
+
+
+@scenario("GET", "/readyz", 503)
+async def not_ready(apps: Apps) -> Responses:
+    down = await _get(apps.redis_down(), "/readyz")
+    assert down.json()["error"] == "unavailable"
+    evicting = await _get(apps.redis_evicting(), "/readyz")
+    assert evicting.json()["error"] == "redis_may_evict"
+    return [down, evicting]
+
+
+@scenario("GET", URL, 200)
+async def the_document(apps: Apps) -> Responses:
+    response = await _get(apps.roomy(), URL)
+    assert response.json() == DOCUMENT
+    return [response]
+
+
+async def _token(
+    app: Any, body: Any = OURS, peer: str = "127.0.0.1", headers: dict[str, str] | None = None
+) -> httpx.Response:
+    async with asgi_client(app, peer=peer) as client:
+        return await client.post("/api/token", json=body, headers=headers)
+
+
+@scenario("POST", "/api/token", 201)
+async def admitted(apps: Apps) -> Responses:
+    app = apps.roomy()
+    livekit_form = {"room_config": {"agents": [{"agent_name": "realty-desk-en"}]}}
+    return [
+        await _token(app, OURS),
+        await _token(app, livekit_form),
+        await _token(app, OURS, headers={"Origin": ALLOWED_ORIGIN}),
+    ]
+
+
+@scenario("POST", "/api/token", 400)
+async def no_client_address(apps: Apps) -> Responses:
+    # A listener that gives no peer address (scope["client"] is None).
+    transport = httpx.ASGITransport(app=apps.roomy(), client=None)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo.test") as client:
+        return [await client.post("/api/token", json=OURS)]
+
+
+@scenario("POST", "/api/token", 403)
+async def blocked_and_foreign_origin(apps: Apps) -> Responses:
+    app = apps.roomy()
+    foreign = await _token(app, headers={"Origin": "https://evil.example"})
+    assert foreign.json()["error"] == "origin_not_allowed"
+    first = await _token(app, peer="198.51.100.7")
+    record = session_record(redis.Redis.from_url(apps.redis_url), first.json()["session_id"])
+    await block(app.state.services.ops.ctx, record["visitor"], 60, "document test")
+    blocked = await _token(app, peer="198.51.100.7")
+    assert blocked.json()["error"] == "blocked"
+    return [foreign, blocked]
+
+
+@scenario("POST", "/api/token", 404)
+async def unknown_persona(apps: Apps) -> Responses:
+    livekit_form = {"room_config": {"agents": [{"agent_name": "no-such-persona"}]}}
+    return [await _token(apps.roomy(), {"agent": "no-such-persona"}),
+            await _token(apps.roomy(), livekit_form)]  # fmt: skip
+
+
+@scenario("POST", "/api/token", 413)
+async def body_too_large(apps: Apps) -> Responses:
+    return [await _token(apps.roomy(), {"agent": "agence-immo-fr", "pad": "x" * 5000})]
+
+
+@scenario("POST", "/api/token", 415)
+async def not_json(apps: Apps) -> Responses:
+    async with asgi_client(apps.roomy()) as client:
+        return [await client.post("/api/token", content=b'{"agent": "agence-immo-fr"}')]
+
+
+@scenario("POST", "/api/token", 422)
+async def malformed(apps: Apps) -> Responses:
+    async with asgi_client(apps.roomy()) as client:
+        bad_json = await client.post("/api/token", content=b'{"agent": ', headers=JSON)
+        assert bad_json.json()["error"] == "invalid_json"
+        bad_shape = await client.post("/api/token", json={"room_config": {"agents": []}})
+        assert bad_shape.json()["error"] == "invalid_request"
+        return [bad_json, bad_shape]
+
+
+@scenario("POST", "/api/token", 429)
+async def visitor_limit(apps: Apps) -> Responses:
+    app = apps.tight()
+    assert (await _token(app, peer="192.0.2.10")).status_code == 201
+    return [await _token(app, peer="192.0.2.10")]
+
+
+@scenario("POST", "/api/token", 503)
+async def full_or_redis_down(apps: Apps) -> Responses:
+    down = await _token(apps.redis_down())
+    assert down.json()["error"] == "unavailable"
+    app = apps.tight()
+    assert (await _token(app, peer="192.0.2.20")).status_code == 201
+    full = await _token(app, peer="192.0.2.21")
+    assert (full.json()["error"], full.json()["reason"]) == ("capacity", "global_concurrent")
+    return [down, full]
+
+
+async def _options(app: Any, headers: dict[str, str]) -> httpx.Response:
+    async with asgi_client(app) as client:
+        return await client.options("/api/token", headers=headers)
+
+
+@scenario("OPTIONS", "/api/token", 204)
+async def preflight(apps: Apps) -> Responses:
+    plain = await _options(apps.roomy(), {})
+    assert plain.headers["allow"] == "OPTIONS, POST"
+    asked = {"Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "POST"}
+    preflight = await _options(apps.roomy(), asked)
+    assert preflight.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    return [plain, preflight]
+
+
+@scenario("OPTIONS", "/api/token", 403)
+async def preflight_from_elsewhere(apps: Apps) -> Responses:
+    return [await _options(apps.roomy(), {"Origin": "https://evil.example"})]
+
+
+async def _webhook(app: Any, body: bytes, authorization: str | None) -> httpx.Response:
+    headers = {"Content-Type": "application/webhook+json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    async with asgi_client(app) as client:
+        return await client.post("/livekit/webhook", content=body, headers=headers)
+
+
+@scenario("POST", "/livekit/webhook", 200)
+async def webhook_event(apps: Apps) -> Responses:
+    body, token = signed_event(room_finished(UNKNOWN_SESSION))
+    response = await _webhook(apps.roomy(), body, token)
+    assert response.json() == {"event": "room_finished", "outcome": "unknown"}
+    return [response]
+
+
+@scenario("POST", "/livekit/webhook", 400)
+async def webhook_not_an_event(apps: Apps) -> Responses:
+    unsigned_binary = await _webhook(apps.roomy(), b"\xff\xfe", None)
+    # Correctly signed, but `createdAt` is no timestamp: not a WebhookEvent.
+    body, token = signed_event({"event": "room_finished", "createdAt": "yesterday"})
+    return [unsigned_binary, await _webhook(apps.roomy(), body, token)]
+
+
+@scenario("POST", "/livekit/webhook", 401)
+async def webhook_unsigned(apps: Apps) -> Responses:
+    body, _ = signed_event(room_finished(UNKNOWN_SESSION))
+    _, other_body_token = signed_event(room_finished("BBBBBBBBBBBBBBBB"))
+    return [
+        await _webhook(apps.roomy(), body, None),
+        await _webhook(apps.roomy(), body, "not-a-jwt"),
+        await _webhook(apps.roomy(), body, other_body_token),
+    ]
+
+
+@scenario("POST", "/livekit/webhook", 413)
+async def webhook_too_large(apps: Apps) -> Responses:
+    return [await _webhook(apps.roomy(), b"x" * 70_000, None)]
+
+
+@scenario("POST", "/livekit/webhook", 503)
+async def webhook_redis_down(apps: Apps) -> Responses:
+    body, token = signed_event(room_finished(UNKNOWN_SESSION))
+    return [await _webhook(apps.redis_down(), body, token)]
+
+
+# --- the tests --------------------------------------------------------------------------------
+
+
+def test_the_document_is_valid_openapi() -> None:
+    SCHEMA.validate()
+    assert DOCUMENT["openapi"].startswith("3.1")
+    schemas = DOCUMENT["components"]["schemas"]
+    assert schemas["CataloguePersonaId"]["enum"] == PERSONA_IDS
+    examples = DOCUMENT["paths"]["/api/token"]["post"]["requestBody"]["content"]
+    for example in examples["application/json"]["examples"].values():
+        value = example["value"]
+        persona = value.get("agent") or value["room_config"]["agents"][0]["agent_name"]
+        assert persona in PERSONA_IDS
+
+
+def served_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(method, path) of every route, through included routers (FastAPI keeps those as
+    nodes of their own, each with its router and prefix)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            inner_prefix = getattr(getattr(route, "include_context", None), "prefix", "")
+            yield from served_routes(included.routes, prefix + inner_prefix)
+        elif isinstance(getattr(route, "methods", None), set):
+            yield from ((method, prefix + route.path) for method in route.methods)
+
+
+def test_every_public_route_is_documented(apps: Apps) -> None:
+    app = apps.roomy()
+    served = {
+        (method, path)
+        for method, path in served_routes(app.routes)
+        if method not in IMPLICIT and not path.startswith(UNDOCUMENTED_PREFIXES)
+    }
+    assert ("GET", "/ops") in set(served_routes(app.routes))  # the walk reaches routers
+    # The plain ASGI apps served ahead of the framework (token_endpoint.py).
+    served |= {(method, path) for path in app.state.fast_lane for method in ("POST", "OPTIONS")}
+    documented = {(m, p) for m, p, _ in documented_answers()}
+    assert served == documented
+
+
+def test_every_documented_answer_has_a_scenario_and_no_more() -> None:
+    assert set(SCENARIOS) == documented_answers()
+
+
+@pytest.mark.parametrize(
+    "answer", sorted(documented_answers()), ids=lambda a: f"{a[0]} {a[1]} {a[2]}"
+)
+async def test_the_server_gives_each_documented_answer(
+    answer: Answer, apps: Apps, redis_client: redis.Redis
+) -> None:
+    method, path, status = answer
+    scenario = SCENARIOS.get(answer)
+    assert scenario is not None, f"no scenario shows the documented {answer}"
+    operation = SCHEMA[path][method]
+    for response in await scenario(apps):
+        assert response.status_code == status, response.text
+        # Status documented for the operation; content type, headers and body as documented.
+        operation.Case().validate_response(response, checks=CHECKS)

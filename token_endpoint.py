@@ -18,7 +18,7 @@ from agents_catalog import Persona
 from api_errors import ApiError
 from livekit_token import DispatchInfo, mint_token, new_session_id, room_name
 from policies.admission import Refused
-from policies.client_address import client_address
+from policies.client_address import request_address
 from policies.pseudonyms import Salt, known_ua_family, ua_family
 from sessions.redis_conn import REDIS_ERRORS
 from sessions.store import SessionStore
@@ -209,9 +209,7 @@ class TokenEndpoint:
         services = self.services
         if not self.admit:
             return 0.0
-        peer = scope["client"][0] if scope.get("client") else None
-        forwarded = [v.decode("latin-1") for k, v in raw_headers if k == b"x-forwarded-for"]
-        address = client_address(peer, forwarded, services.settings.trusted_networks)
+        address = request_address(scope, services.settings.trusted_networks)
         if address is None:
             raise ApiError(400, "no_client_address", "The client address could not be read.")
         user_agent = next((v for k, v in raw_headers if k == b"user-agent"), b"")

@@ -19,6 +19,7 @@ from ops.webhook import build_webhook
 from policies import Policies
 from policies.admission import Admission
 from policies.pseudonyms import VisitorHasher
+from sales.store import RequestStore
 from settings import Settings
 
 
@@ -31,6 +32,7 @@ def install_ops(
     catalog: Catalog,
     hasher: VisitorHasher,
     admission: Admission,
+    requests: RequestStore,
 ) -> OpsRuntime:
     ctx = build_context(
         settings,
@@ -39,6 +41,7 @@ def install_ops(
         catalog=catalog,
         hasher=hasher,
         admission=admission,
+        requests=requests,
     )
     metrics = Metrics()
     runtime = OpsRuntime(

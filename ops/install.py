@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from agents_catalog import Catalog
-from ops.api import build_api, build_metrics_route
+from ops.api import build_api, build_metrics_route, build_requests_api
 from ops.auth import OpsHttpError
 from ops.blocks import AutoDefence
 from ops.context import build_context
@@ -60,6 +60,7 @@ def install_ops(
             headers={"Cache-Control": "no-store", **exc.headers},
         )
 
+    app.include_router(build_requests_api(runtime))
     app.include_router(build_api(runtime))
     app.include_router(build_page(runtime))
     app.include_router(build_metrics_route(runtime))

@@ -115,8 +115,10 @@ async def test_a_request_is_kept_as_the_policy_says(
     assert redis_client.smembers(keys.requests_by_email(hashed)) == {reference.encode()}
     retention = load_policies().retention
     for key in (keys.request(reference), keys.requests_by_email(hashed)):
-        assert retention.sales_requests_ttl_s - 60 < redis_client.ttl(key) <= (
-            retention.sales_requests_ttl_s
+        assert (
+            retention.sales_requests_ttl_s - 60
+            < redis_client.ttl(key)
+            <= (retention.sales_requests_ttl_s)
         )
     assert not redis_client.exists(keys.requests_pending())
 

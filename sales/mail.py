@@ -178,7 +178,7 @@ def _failure(exc: BaseException) -> str:
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"smtp_{exc.smtp_code}"
     if isinstance(exc, smtplib.SMTPNotSupportedError):
-        return "tls_unavailable"
+        return "not_supported"  # e.g. credentials given, the relay offers no AUTH
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return "disconnected"
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):

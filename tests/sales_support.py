@@ -3,6 +3,7 @@ other request rules, and a real SMTP server on loopback (aiosmtpd) that can refu
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -72,6 +73,8 @@ class SinkHandler:
     messages: list[Message] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     logins: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Seconds the relay takes to answer DATA (a slow relay).
+    data_delay_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(

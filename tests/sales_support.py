@@ -87,6 +87,8 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_delay_s:
+            await asyncio.sleep(self.data_delay_s)
         with self.lock:
             if self.refuse_data:
                 return self.refuse_data.pop(0)

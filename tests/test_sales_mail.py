@@ -70,7 +70,7 @@ def mail_app(
 
 def notifier_of(app: Any) -> Notifier:
     notifier = app.state.services.notifier
-    assert notifier is not None
+    assert isinstance(notifier, Notifier)
     return notifier
 
 

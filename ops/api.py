@@ -251,17 +251,22 @@ def build_requests_api(runtime: OpsRuntime) -> APIRouter:
         who = await actor(request)
         return await run(lambda: sales_requests.show(ctx, reference=reference, actor=who))
 
-    @router.post("/show")
-    async def show(request: Request) -> JSONResponse:
-        who = await actor(request)
-        _, named = await target(request)
-        return await run(lambda: sales_requests.show(ctx, **named, actor=who))
+    def by_target(action: Callable[..., Awaitable[dict[str, object]]]) -> Any:
+        """POST {"reference"|"email"}: the action on that request or on that email's."""
 
-    @router.post("/contacted")
-    async def contacted(request: Request) -> JSONResponse:
-        who = await actor(request)
-        _, named = await target(request)
-        return await run(lambda: sales_requests.contacted(ctx, **named, actor=who))
+        async def handler(request: Request) -> JSONResponse:
+            who = await actor(request)
+            _, named = await target(request)
+            return await run(lambda: action(ctx, **named, actor=who))
+
+        return handler
+
+    for name, action in (
+        ("show", sales_requests.show),
+        ("contacted", sales_requests.contacted),
+        ("erase", sales_requests.erase),
+    ):
+        router.add_api_route(f"/{name}", by_target(action), methods=["POST"], name=name)
 
     @router.post("/rectify")
     async def rectify(request: Request) -> JSONResponse:
@@ -276,12 +281,6 @@ def build_requests_api(runtime: OpsRuntime) -> APIRouter:
         body, named = await target(request, "lift")
         lift = bool(_field(body, "lift", bool, required=False))
         return await run(lambda: sales_requests.restrict(ctx, **named, lift=lift, actor=who))
-
-    @router.post("/erase")
-    async def erase(request: Request) -> JSONResponse:
-        who = await actor(request)
-        _, named = await target(request)
-        return await run(lambda: sales_requests.erase(ctx, **named, actor=who))
 
     @router.post("/export")
     async def export(request: Request) -> JSONResponse:

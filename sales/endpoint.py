@@ -15,8 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from api_errors import ApiError
 from policies import keys
@@ -26,17 +25,12 @@ from sales.form import FormInvalid, SalesForm, is_honeypot, language_of, parse_f
 from sales.identity import new_reference
 from sales.store import Limited
 from sessions.redis_conn import REDIS_ERRORS
-from token_endpoint import parse_json_body, read_body, send_json
+from token_endpoint import Receive, Scope, Send, parse_json_body, read_body, send_json
 
 if TYPE_CHECKING:
     from token_server import Services
 
 log = logging.getLogger("sales")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 PATH = "/api/requests"
 OUTCOMES = ("accepted", "invalid", "rate_limited", "honeypot", "unavailable")

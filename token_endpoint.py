@@ -128,7 +128,32 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
-class TokenEndpoint:
+class PostEndpoint:
+    """A plain ASGI app for one public POST route: its answer, or its ApiError in the
+    common JSON shape."""
+
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        raise NotImplementedError
+
+    def refused(self, error: ApiError) -> None:
+        """Called with every refusal answered (for counting)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            error = ApiError(405, "method_not_allowed", "Use POST.", {"Allow": "POST"})
+            self.refused(error)
+            await send_json(send, error.status, error.body(), error.headers)
+            return
+        try:
+            status, payload = await self.handle(scope, receive)
+        except ApiError as error:
+            self.refused(error)
+            await send_json(send, error.status, error.body(), error.headers)
+            return
+        await send_json(send, status, payload)
+
+
+class TokenEndpoint(PostEndpoint):
     """POST /api/token. With `admit=False` it skips pseudonyms and admission and only
     mints: the benchmark's baseline, never mounted by the served app."""
 
@@ -137,17 +162,8 @@ class TokenEndpoint:
         self.admit = admit
         self.records = SessionStore(services.hasher.redis)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "POST":
-            error = ApiError(405, "method_not_allowed", "Use POST.", {"Allow": "POST"})
-            await send_json(send, error.status, error.body(), error.headers)
-            return
-        try:
-            status, payload = await self.issue(scope, receive)
-        except ApiError as error:
-            await send_json(send, error.status, error.body(), error.headers)
-            return
-        await send_json(send, status, payload)
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        return await self.issue(scope, receive)
 
     async def persona(self, persona_id: str) -> Persona:
         ops = self.services.ops

@@ -25,7 +25,7 @@ from sales.form import FormInvalid, SalesForm, is_honeypot, language_of, parse_f
 from sales.identity import new_reference
 from sales.store import Limited
 from sessions.redis_conn import REDIS_ERRORS
-from token_endpoint import Receive, Scope, Send, parse_json_body, read_body, send_json
+from token_endpoint import PostEndpoint, Receive, Scope, parse_json_body, read_body
 
 if TYPE_CHECKING:
     from token_server import Services
@@ -57,7 +57,7 @@ def _outcome(error: ApiError) -> str:
     return {429: "rate_limited", 503: "unavailable"}.get(error.status, "invalid")
 
 
-class RequestEndpoint:
+class RequestEndpoint(PostEndpoint):
     def __init__(self, services: Services) -> None:
         self.services = services
 
@@ -65,18 +65,11 @@ class RequestEndpoint:
         if self.services.ops is not None:
             self.services.ops.metrics.sales_requests.labels(outcome).inc()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "POST":
-            error = ApiError(405, "method_not_allowed", "Use POST.", {"Allow": "POST"})
-            await send_json(send, error.status, error.body(), error.headers)
-            return
-        try:
-            status, payload = await self.submit(scope, receive)
-        except ApiError as error:
-            self._count(_outcome(error))
-            await send_json(send, error.status, error.body(), error.headers)
-            return
-        await send_json(send, status, payload)
+    def refused(self, error: ApiError) -> None:
+        self._count(_outcome(error))
+
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        return await self.submit(scope, receive)
 
     async def submit(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         services = self.services

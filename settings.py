@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     ops_token: str = ""
     # Read-only: /metrics only (Prometheus' scrape config holds it, not the ops token).
     metrics_token: str = ""
+    # Sales: the requests of the demo page's form (/ops/requests, the page's requests
+    # section), nothing else of ops.
+    sales_token: str = ""
+
+    # Mail to sales for each request (sales/mail.py): all three, or none for no mail.
+    smtp_url: str = ""
+    sales_email: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    smtp_from: str = ""
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
@@ -110,7 +118,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("trusted_proxies", "allowed_origins", mode="before")
+    @field_validator("trusted_proxies", "allowed_origins", "sales_email", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split(value)
@@ -156,6 +164,10 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "METRICS_TOKEN must differ from OPS_TOKEN (scrapers get no ops rights)"
             )
+        if self.sales_token and self.sales_token in (self.ops_token, self.metrics_token):
+            raise ConfigError(
+                "SALES_TOKEN must differ from OPS_TOKEN and METRICS_TOKEN (sales get requests only)"
+            )
         if not self.production:
             return
         problems = [
@@ -168,6 +180,8 @@ class Settings(BaseSettings):
             problems.append(_weak("OPS_TOKEN", self.ops_token))
         if self.metrics_token:
             problems.append(_weak("METRICS_TOKEN", self.metrics_token))
+        if self.sales_token:
+            problems.append(_weak("SALES_TOKEN", self.sales_token))
         if not self.livekit_url.startswith("wss://"):
             problems.append("LIVEKIT_URL must be a wss:// URL in production")
         if not self.public_origin.startswith("https://"):

@@ -18,7 +18,7 @@ from agents_catalog import Persona
 from api_errors import ApiError
 from livekit_token import DispatchInfo, mint_token, new_session_id, room_name
 from policies.admission import Refused
-from policies.client_address import client_address
+from policies.client_address import request_address
 from policies.pseudonyms import Salt, known_ua_family, ua_family
 from sessions.redis_conn import REDIS_ERRORS
 from sessions.store import SessionStore
@@ -130,14 +130,15 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
-class TokenEndpoint:
-    """POST /api/token. With `admit=False` it skips pseudonyms and admission and only
-    mints: the benchmark's baseline, never mounted by the served app."""
+class PostEndpoint:
+    """A plain ASGI app for one public POST route: its answer, or its ApiError in the
+    common JSON shape."""
 
-    def __init__(self, services: Services, *, admit: bool = True) -> None:
-        self.services = services
-        self.admit = admit
-        self.records = SessionStore(services.hasher.redis)
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        raise NotImplementedError
+
+    def refused(self, error: ApiError) -> None:
+        """Called with every refusal answered (for counting)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "OPTIONS":
@@ -147,14 +148,29 @@ class TokenEndpoint:
             return
         if scope["method"] != "POST":
             error = ApiError(405, "method_not_allowed", "Use POST.", {"Allow": "OPTIONS, POST"})
+            self.refused(error)
             await send_json(send, error.status, error.body(), error.headers)
             return
         try:
-            status, payload = await self.issue(scope, receive)
+            status, payload = await self.handle(scope, receive)
         except ApiError as error:
+            self.refused(error)
             await send_json(send, error.status, error.body(), error.headers)
             return
         await send_json(send, status, payload)
+
+
+class TokenEndpoint(PostEndpoint):
+    """POST /api/token. With `admit=False` it skips pseudonyms and admission and only
+    mints: the benchmark's baseline, never mounted by the served app."""
+
+    def __init__(self, services: Services, *, admit: bool = True) -> None:
+        self.services = services
+        self.admit = admit
+        self.records = SessionStore(services.hasher.redis)
+
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        return await self.issue(scope, receive)
 
     async def persona(self, persona_id: str) -> Persona:
         ops = self.services.ops
@@ -216,9 +232,7 @@ class TokenEndpoint:
         services = self.services
         if not self.admit:
             return 0.0
-        peer = scope["client"][0] if scope.get("client") else None
-        forwarded = [v.decode("latin-1") for k, v in raw_headers if k == b"x-forwarded-for"]
-        address = client_address(peer, forwarded, services.settings.trusted_networks)
+        address = request_address(scope, services.settings.trusted_networks)
         if address is None:
             raise ApiError(400, "no_client_address", "The client address could not be read.")
         user_agent = next((v for k, v in raw_headers if k == b"user-agent"), b"")

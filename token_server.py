@@ -8,6 +8,7 @@ See DESIGN (docs/DESIGN.md) for the contracts; every refusal is JSON
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -33,6 +34,11 @@ from ops.runtime import OpsRuntime
 from policies import Policies, PolicyError, load_policies
 from policies.admission import Admission
 from policies.pseudonyms import VisitorHasher
+from sales import endpoint as sales_endpoint
+from sales.mail import smtp_config
+from sales.notifier import Notifier
+from sales.policy import RequestRules, load_request_rules
+from sales.store import RequestStore
 from sessions.pipelined_redis import PipelinedRedis
 from sessions.redis_conn import REDIS_ERRORS, connect, eviction_risk
 from settings import ConfigError, Settings
@@ -56,12 +62,19 @@ class Services:
     catalog: Catalog
     hasher: VisitorHasher
     admission: Admission
+    request_rules: RequestRules
+    requests: RequestStore
     pipelined: PipelinedRedis | None = None
     # Ops (ops/): showcase-aware catalogue, metrics, automatic defence; set by create_app.
     ops: OpsRuntime | None = None
+    # The mail to sales (sales/notifier.py), when SMTP is configured; set by create_app.
+    notifier: Notifier | None = None
 
 
 # --- request guards ---------------------------------------------------------------------
+
+# Paths a page of another origin may not even reach: they write to Redis for the visitor.
+ORIGIN_CHECKED = frozenset({"/api/token", sales_endpoint.PATH})
 
 
 def origin_allowed(origin: str, host: str | None, settings: Settings) -> bool:
@@ -112,7 +125,7 @@ class GuardMiddleware:
         if origin and path.startswith("/api/"):
             if origin_allowed(origin, host, self.settings):
                 cors_origin = origin
-            elif scope["method"] == "OPTIONS" or path == "/api/token":
+            elif scope["method"] == "OPTIONS" or path in ORIGIN_CHECKED:
                 response = error_response(
                     403, "origin_not_allowed", "This site may not request demo tokens."
                 )
@@ -170,6 +183,9 @@ def build_services(settings: Settings) -> Services:
     """Load and check everything start-up depends on; raise with a clear message if not."""
     settings.check_server_secrets()
     policies = load_policies(settings.policies_dir)
+    request_rules = load_request_rules(settings.policies_dir)
+    # Half-configured mail would lose notifications silently: refuse to start instead.
+    smtp_config(settings, request_rules.notify.timeout_s)
     catalog = load_catalog(settings.catalog_dir)
     redis = connect(settings.redis_url, settings.redis_timeout_s)
     pipelined = (
@@ -183,6 +199,10 @@ def build_services(settings: Settings) -> Services:
         catalog=catalog,
         hasher=VisitorHasher(redis, settings.visitor_hash_secret, policies.retention),
         admission=Admission(redis, policies, pipelined),
+        request_rules=request_rules,
+        requests=RequestStore(
+            redis, policies.retention, request_rules, settings.visitor_hash_secret
+        ),
         pipelined=pipelined,
     )
 
@@ -208,7 +228,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # process: keep it out of the garbage collector's full scans on the hot path.
         gc.freeze()
         await say_if_redis_may_evict()
-        async with ops.background():  # the never-joined sweeper
+        notifier = services.notifier
+        async with contextlib.AsyncExitStack() as background:
+            await background.enter_async_context(ops.background())  # never-joined sweeper
+            if notifier is not None:
+                await background.enter_async_context(notifier.running())
             yield
         await redis.aclose()
         if services.pipelined is not None:
@@ -225,7 +249,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     # Paths answered by plain ASGI apps ahead of the framework (see GuardMiddleware).
-    app.state.fast_lane = {"/api/token": TokenEndpoint(services)}
+    app.state.fast_lane = {
+        "/api/token": TokenEndpoint(services),
+        sales_endpoint.PATH: sales_endpoint.RequestEndpoint(services),
+    }
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -285,7 +312,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog=services.catalog,
         hasher=services.hasher,
         admission=services.admission,
+        requests=services.requests,
     )
+    mail = smtp_config(settings, services.request_rules.notify.timeout_s)
+    if mail is not None:
+        services.notifier = Notifier(
+            services.requests, mail, services.request_rules.notify, ops.on_notification
+        )
     return _wrap(app, settings, services)
 
 

@@ -3,7 +3,8 @@
 every action is in the audit log (ops/audit_log.py) under the credential's name.
 
 IP addresses travel in POST bodies (lookup, erase), never in a URL, so they cannot end up
-in a proxy's access log.
+in a proxy's access log; so do emails (/ops/requests/*). /ops/requests/* also accept the
+sales credential (SALES_TOKEN), which opens nothing else.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from ops import commands
-from ops.audit_log import API
+from ops import commands, sales_requests
+from ops.audit_log import API, OPS, SALES, Actor
 from ops.auth import OpsHttpError, read_body
 from ops.privacy import SecretMismatch
 from ops.runtime import OpsRuntime
-from ops.signin import authenticate
+from ops.signin import authenticate, authenticate_any
 from sessions.redis_conn import REDIS_ERRORS
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -57,6 +58,40 @@ def _integer(value: str, name: str) -> int:
     return int(value)
 
 
+# Errors that are not plain bad input: (status, code).
+REFUSALS: tuple[tuple[type[Exception], int, str], ...] = (
+    (SecretMismatch, 409, "secret_mismatch"),
+    (sales_requests.UnknownRequest, 404, "unknown_request"),
+    (sales_requests.RequestRestricted, 409, "restricted"),
+    (sales_requests.VisitorsNotAllowed, 403, "forbidden"),
+)
+
+
+class Runner:
+    """Runs an ops action and answers its JSON, or the error it raised in the API's shape."""
+
+    def __init__(self, runtime: OpsRuntime) -> None:
+        self.runtime = runtime
+
+    async def __call__(
+        self, action: Callable[[], Awaitable[dict[str, object]]], status: int = 200
+    ) -> JSONResponse:
+        try:
+            result = await action()
+        except commands.INPUT_ERRORS as exc:
+            for kind, code_status, code in REFUSALS:
+                if isinstance(exc, kind):
+                    raise OpsHttpError(code_status, code, str(exc)) from exc
+            raise OpsHttpError(422, "invalid_request", str(exc)) from exc
+        except REDIS_ERRORS as exc:
+            self.runtime.on_redis_error("ops")
+            raise OpsHttpError(
+                503, "unavailable", "Redis is unreachable; nothing was changed.",
+                {"Retry-After": "5"},
+            ) from exc  # fmt: skip
+        return JSONResponse(result, status_code=status, headers=NO_STORE)
+
+
 def build_api(runtime: OpsRuntime) -> APIRouter:
     ctx = runtime.ctx
     max_body = ctx.policies.limits.http.max_body_bytes
@@ -65,23 +100,7 @@ def build_api(runtime: OpsRuntime) -> APIRouter:
         await authenticate(request, runtime.signin, ctx.settings.ops_token, "OPS_TOKEN", "api")
 
     router = APIRouter(prefix="/ops", dependencies=[Depends(authorised)])
-
-    async def run(
-        action: Callable[[], Awaitable[dict[str, object]]], status: int = 200
-    ) -> JSONResponse:
-        try:
-            result = await action()
-        except SecretMismatch as exc:
-            raise OpsHttpError(409, "secret_mismatch", str(exc)) from exc
-        except commands.INPUT_ERRORS as exc:
-            raise OpsHttpError(422, "invalid_request", str(exc)) from exc
-        except REDIS_ERRORS as exc:
-            runtime.on_redis_error("ops")
-            raise OpsHttpError(
-                503, "unavailable", "Redis is unreachable; nothing was changed.",
-                {"Retry-After": "5"},
-            ) from exc  # fmt: skip
-        return JSONResponse(result, status_code=status, headers=NO_STORE)
+    run = Runner(runtime)
 
     @router.get("/sessions")
     async def sessions(
@@ -180,6 +199,101 @@ def build_api(runtime: OpsRuntime) -> APIRouter:
     @router.delete("/showcase")
     async def showcase_reset_all() -> JSONResponse:
         return await run(lambda: commands.showcase_reset(ctx, actor=API))
+
+    return router
+
+
+def _only(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(body) - allowed
+    if unknown:
+        raise OpsHttpError(
+            422, "invalid_request", f"unknown field(s): {', '.join(sorted(unknown))}"
+        )
+
+
+def build_requests_api(runtime: OpsRuntime) -> APIRouter:
+    """/ops/requests: sales requests, for OPS_TOKEN and SALES_TOKEN alike, except what
+    shows visitors (an export's demo sessions): OPS_TOKEN only. Emails go in POST bodies."""
+    ctx = runtime.ctx
+    settings = ctx.settings
+    # A rectified message is as long as the form allows.
+    max_body = ctx.request_rules.limits.max_body_bytes
+    run = Runner(runtime)
+    router = APIRouter(prefix="/ops/requests")
+
+    async def actor(request: Request) -> Actor:
+        accepted = {OPS: settings.ops_token, SALES: settings.sales_token}
+        return Actor(await authenticate_any(request, runtime.signin, accepted, "api"), "api")
+
+    async def target(request: Request, *extra: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        body = await read_json(request, max_body)
+        _only(body, {"reference", "email", *extra})
+        named = {
+            "reference": _field(body, "reference", str, required=False),
+            "email": _field(body, "email", str, required=False),
+        }
+        return body, named
+
+    @router.get("")
+    async def list_requests(
+        request: Request, since: str = "30d", status: str | None = None, limit: str = "50"
+    ) -> JSONResponse:
+        who = await actor(request)
+        n = _integer(limit, "limit")
+        return await run(
+            lambda: sales_requests.list_requests(
+                ctx, since=since, status=status, limit=n, actor=who
+            )
+        )
+
+    @router.get("/{reference}")
+    async def show_one(reference: str, request: Request) -> JSONResponse:
+        who = await actor(request)
+        return await run(lambda: sales_requests.show(ctx, reference=reference, actor=who))
+
+    def by_target(action: Callable[..., Awaitable[dict[str, object]]]) -> Any:
+        """POST {"reference"|"email"}: the action on that request or on that email's."""
+
+        async def handler(request: Request) -> JSONResponse:
+            who = await actor(request)
+            _, named = await target(request)
+            return await run(lambda: action(ctx, **named, actor=who))
+
+        return handler
+
+    for name, action in (
+        ("show", sales_requests.show),
+        ("contacted", sales_requests.contacted),
+        ("erase", sales_requests.erase),
+    ):
+        router.add_api_route(f"/{name}", by_target(action), methods=["POST"], name=name)
+
+    @router.post("/rectify")
+    async def rectify(request: Request) -> JSONResponse:
+        who = await actor(request)
+        body, named = await target(request, "fields")
+        changes = _field(body, "fields", dict)
+        return await run(lambda: sales_requests.rectify(ctx, **named, changes=changes, actor=who))
+
+    @router.post("/restrict")
+    async def restrict(request: Request) -> JSONResponse:
+        who = await actor(request)
+        body, named = await target(request, "lift")
+        lift = bool(_field(body, "lift", bool, required=False))
+        return await run(lambda: sales_requests.restrict(ctx, **named, lift=lift, actor=who))
+
+    @router.post("/export")
+    async def export(request: Request) -> JSONResponse:
+        who = await actor(request)
+        body = await read_json(request, max_body)
+        _only(body, {"email", "ip"})
+        email = _field(body, "email", str)
+        ip = _field(body, "ip", str, required=False)
+        return await run(
+            lambda: sales_requests.export(
+                ctx, email=email, ip=ip, actor=who, sees_visitors=who.credential == OPS
+            )
+        )
 
     return router
 

@@ -1,8 +1,9 @@
 """Retention audit: every key in Redis has a TTL, none above its kind's policy maximum.
 
 Usable from cron: `python -m ops audit` exits non-zero on any breach. Keys that are not ours
-(no `{ocf}:` prefix) are held to the privacy policy's outer bound (90 days) and must expire
-too: this Redis holds demo data, nothing in it may live forever.
+(no `{ocf}:` prefix) are held to the privacy policy's outer bound for demo data (90 days)
+and must expire too: nothing in this Redis may live forever. Sales requests have their own
+bound (retention.yaml `sales_requests_days`, at most 12 months).
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def policy_maxima(ctx: OpsContext) -> dict[str, int]:
         keys.PEPPER: max(r.session_ttl_s, r.pseudonym_ttl_s),
         keys.OPS_LOG: ctx.rules.audit_log_ttl_s,
         keys.SIGNIN: ctx.rules.signin_ttl_s,
+        keys.REQUEST: r.sales_requests_ttl_s,
+        keys.REQUESTS_BY_EMAIL: r.sales_requests_ttl_s,
+        keys.REQUESTS_PENDING: r.sales_requests_ttl_s,
+        keys.REQUESTS_VISITOR_DAY: counters,
+        keys.REQUESTS_GLOBAL_DAY: counters,
         "foreign": PRIVACY_MAX_DAYS * DAY_S,
     }
 

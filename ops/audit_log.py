@@ -3,10 +3,13 @@
 One Redis key per entry, `{ocf}:opslog:<ms>-<random>`, holding JSON {"at", "action",
 "credential", "via", "outcome", "detail"} with a TTL of policies/ops.yaml
 `audit_log.days`. Actions: lookup, erase, block, unblock, showcase_set, showcase_reset,
-signin_failed. The credential is named (`OPS_TOKEN`, `METRICS_TOKEN`, `cli:<os user>`),
-never given. No entry holds an address: a lookup or an erasure records counts, not what
-was looked up. Entries about a block name the visitor pseudonym that was blocked, which is
-why the retention is bounded by the pseudonym retention (ops/policy.py checks it).
+signin_failed, and on sales requests requests_list, request_show, request_contacted,
+request_rectify, request_restrict, request_erase, request_export. The credential is named
+(`OPS_TOKEN`, `SALES_TOKEN`, `METRICS_TOKEN`, `cli:<os user>`), never given. No entry holds
+an address or an email: a lookup or an erasure records counts, not what was looked up; a
+request is named by its reference or its email's keyed hash, a rectification by the names
+of the fields changed. Entries about a block name the visitor pseudonym that was blocked,
+which is why the retention is bounded by the pseudonym retention (ops/policy.py checks it).
 
 `python -m ops audit` (the retention check) holds these keys to that TTL too.
 """
@@ -25,6 +28,8 @@ from policies import keys
 
 ACTIONS = (
     "lookup", "erase", "block", "unblock", "showcase_set", "showcase_reset", "signin_failed",
+    "requests_list", "request_show", "request_contacted", "request_rectify",
+    "request_restrict", "request_erase", "request_export",
 )  # fmt: skip
 BATCH = 200
 
@@ -37,6 +42,9 @@ class Actor:
 
 API = Actor("OPS_TOKEN", "api")
 PAGE = Actor("OPS_TOKEN", "page")
+# The sales credential: requests only (ops/api.py, ops/page.py refuse it everything else).
+SALES = "SALES_TOKEN"
+OPS = "OPS_TOKEN"
 
 
 def cli_actor() -> Actor:
@@ -51,6 +59,12 @@ def cli_actor() -> Actor:
 
 async def record(
     ctx: OpsContext, actor: Actor, action: str, outcome: str = "done", **detail: object
+) -> None:
+    await record_detail(ctx, actor, action, detail, outcome)
+
+
+async def record_detail(
+    ctx: OpsContext, actor: Actor, action: str, detail: dict[str, object], outcome: str = "done"
 ) -> None:
     now = time.time()
     entry_id = f"{int(now * 1000):013d}-{secrets.token_hex(4)}"

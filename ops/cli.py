@@ -8,6 +8,8 @@ that is not the token server's (nothing changed), 3 Redis unreachable (nothing c
 `--ip -` reads the address from standard input (a prompt that does not echo on a
 terminal), so it shows neither in `ps` nor in the shell's history. Every lookup, erasure,
 block, unblock and showcase change is in the audit log (`audit-log`) as `cli:<os user>`.
+`requests ...` serves sales requests and the rights of the people who wrote them
+(ops/requests_cli.py); each of those actions is in the audit log too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agents_catalog import CatalogError
-from ops import commands
+from ops import commands, requests_cli
 from ops.audit_log import cli_actor
 from ops.context import OpsContext, build_context
 from ops.reconcile import expire_unjoined
@@ -293,6 +295,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--action", help="one action: lookup, erase, block, unblock...")
     p.add_argument("--limit", type=int, default=100)
     command("sweep", "close sessions whose token was never used to join")
+    requests_cli.add_parser(command)
 
     p = command("showcase", "list or change which personas are shown, featured, in what order")
     show = p.add_subparsers(dest="action", required=True, metavar="action")
@@ -383,6 +386,8 @@ def _action(args: argparse.Namespace) -> tuple[Action, Callable[[Result], str]]:
             ),
             _audit_log,
         )
+    if c == "requests":
+        return requests_cli.action(args, actor)
     if c == "sweep":
 
         async def sweep(ctx: OpsContext) -> Result:
@@ -420,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         action, text_of = _action(args)
-    except commands.InputError as exc:
+    except commands.INPUT_ERRORS as exc:
         print(f"ops {args.command}: {exc}", file=sys.stderr)
         return EXIT_INPUT
     try:

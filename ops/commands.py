@@ -16,6 +16,7 @@ from ops.audit_log import Actor
 from ops.blocks import BlockError
 from ops.context import OpsContext
 from ops.privacy import PrivacyError, SecretMismatch
+from ops.sales_requests import RequestInputError
 
 STATUSES = ("issued", "started", "ended", "abandoned", "never_joined")
 MAX_LIMIT = 1000
@@ -26,7 +27,9 @@ class InputError(ValueError):
     pass
 
 
-INPUT_ERRORS: tuple[type[ValueError], ...] = (InputError, BlockError, PrivacyError, ShowcaseError)
+INPUT_ERRORS: tuple[type[ValueError], ...] = (
+    InputError, BlockError, PrivacyError, ShowcaseError, RequestInputError,
+)  # fmt: skip
 
 
 def _limit(value: int) -> int:

@@ -13,6 +13,8 @@ from ops.policy import Costs, OpsPolicy, load_costs, load_ops_policy
 from policies import Policies, load_policies
 from policies.admission import Admission
 from policies.pseudonyms import VisitorHasher
+from sales.policy import RequestRules, load_request_rules
+from sales.store import RequestStore
 from sessions.redis_conn import connect
 from settings import Settings
 
@@ -28,6 +30,8 @@ class OpsContext:
     hasher: VisitorHasher
     admission: Admission
     showcase: Showcase
+    request_rules: RequestRules
+    requests: RequestStore
 
 
 def build_context(
@@ -38,12 +42,14 @@ def build_context(
     catalog: Catalog | None = None,
     hasher: VisitorHasher | None = None,
     admission: Admission | None = None,
+    requests: RequestStore | None = None,
 ) -> OpsContext:
     policies = policies or load_policies(settings.policies_dir)
     rules = load_ops_policy(policies, settings.policies_dir)
     catalog = catalog or load_catalog(settings.catalog_dir)
     # The CLI is not on the hot path: give Redis more time than the token endpoint does.
     redis = redis or connect(settings.redis_url, max(settings.redis_timeout_s, 5.0))
+    request_rules = load_request_rules(settings.policies_dir)
     return OpsContext(
         settings=settings,
         redis=redis,
@@ -56,4 +62,7 @@ def build_context(
         showcase=Showcase(
             redis, catalog, ttl_s=rules.showcase_ttl_s, cache_s=rules.showcase.cache_s
         ),
+        request_rules=request_rules,
+        requests=requests
+        or RequestStore(redis, policies.retention, request_rules, settings.visitor_hash_secret),
     )

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from agents_catalog import Catalog
-from ops.api import build_api, build_metrics_route
+from ops.api import build_api, build_metrics_route, build_requests_api
 from ops.auth import OpsHttpError
 from ops.blocks import AutoDefence
 from ops.context import build_context
@@ -19,6 +19,7 @@ from ops.webhook import build_webhook
 from policies import Policies
 from policies.admission import Admission
 from policies.pseudonyms import VisitorHasher
+from sales.store import RequestStore
 from settings import Settings
 
 
@@ -31,6 +32,7 @@ def install_ops(
     catalog: Catalog,
     hasher: VisitorHasher,
     admission: Admission,
+    requests: RequestStore,
 ) -> OpsRuntime:
     ctx = build_context(
         settings,
@@ -39,6 +41,7 @@ def install_ops(
         catalog=catalog,
         hasher=hasher,
         admission=admission,
+        requests=requests,
     )
     metrics = Metrics()
     runtime = OpsRuntime(
@@ -57,6 +60,7 @@ def install_ops(
             headers={"Cache-Control": "no-store", **exc.headers},
         )
 
+    app.include_router(build_requests_api(runtime))
     app.include_router(build_api(runtime))
     app.include_router(build_page(runtime))
     app.include_router(build_metrics_route(runtime))

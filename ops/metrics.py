@@ -54,6 +54,22 @@ class Metrics:
             "ocf_livekit_webhooks", "LiveKit webhook deliveries, by event and outcome.",
             ["event", "outcome"], registry=r,
         )  # fmt: skip
+        self.sales_requests = Counter(
+            "ocf_sales_requests",
+            "POST /api/requests answers, by outcome (accepted, invalid, rate_limited, "
+            "honeypot, unavailable).",
+            ["outcome"],
+            registry=r,
+        )
+        self.sales_notifications = Counter(
+            "ocf_sales_notifications", "Mails to sales, by outcome (sent, failed).",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.sales_pending = Gauge(
+            "ocf_sales_notifications_pending",
+            "Mails to sales not yet taken by the relay (queued or being retried).",
+            registry=r,
+        )
         self.latency = Histogram(
             "ocf_http_request_duration_seconds",
             "HTTP request latency, by route template and method.",
@@ -82,7 +98,9 @@ class Metrics:
         async with ctx.redis.pipeline(transaction=False) as pipe:
             pipe.zcount(keys.global_active(), now, "+inf")
             pipe.get(keys.global_seconds(int(now // 86_400)))
-            active, used_s = await pipe.execute()
+            pipe.zcard(keys.requests_pending())
+            active, used_s, pending = await pipe.execute()
+        self.sales_pending.set(int(pending))
         self.active_sessions.set(int(active))
         self.minutes_used.set(int(used_s or 0) / 60)
         self.minutes_ceiling.set(ctx.policies.limits.global_.minutes_per_day)

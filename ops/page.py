@@ -10,6 +10,11 @@ history or a log. Closing the tab is logging out. `GET /ops` with
 `Authorization: Bearer ...` renders the dashboard directly (curl, screenshots).
 Wrong tokens count against the client and everyone (ops/signin.py: 429 with a sentence
 once over), and each is in the audit log, as is every block and unblock made here.
+
+The sales token (SALES_TOKEN) signs in to the same page and sees only its requests
+section (sales requests of the last 12 months: record a contact, restrict or lift a
+restriction); the ops token sees that section below the rest. Each view of the section and
+each of its actions is in the audit log under the token's name.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from ops import blocks, commands, queries
-from ops.audit_log import PAGE
+from ops import blocks, commands, queries, sales_requests
+from ops.audit_log import OPS, PAGE, SALES, Actor
 from ops.auth import OpsHttpError, bearer, ops_enabled, read_body
 from ops.charts import bar_chart, gauge
 from ops.records import SessionView, text
@@ -69,7 +74,10 @@ button{font:inherit;padding:2px 10px;cursor:pointer}
 .login input{width:100%;padding:6px;margin:8px 0 12px;box-sizing:border-box;font:inherit}
 .error{color:#a61b1b}
 .notice{color:#1d6b2f}
+details summary{cursor:pointer;color:#2e5c8a}
+details p{white-space:pre-wrap;margin:4px 0;max-width:420px}
 """
+REQUESTS_SINCE, REQUESTS_SHOWN = "365d", 100
 
 
 def _html(body: str, title: str = "OneCallFlow demo · ops") -> str:
@@ -85,8 +93,8 @@ def login_page(error: str | None = None) -> str:
     message = f'<p class="error">{escape(error)}</p>' if error else ""
     return _html(
         '<form class="login" method="post" action="/ops"><h1>Ops</h1>'
-        "<p>OneCallFlow voice demo: sign in with the ops token.</p>"
-        f'{message}<label for="token">Ops token</label>'
+        "<p>OneCallFlow voice demo: sign in with the ops token (or the sales token).</p>"
+        f'{message}<label for="token">Token</label>'
         '<input type="password" id="token" name="token" autocomplete="current-password" '
         'required autofocus><input type="hidden" name="action" value="view">'
         '<button type="submit">Open the dashboard</button></form>'
@@ -139,6 +147,68 @@ async def _active(runtime: OpsRuntime, now: float) -> list[dict[str, str]]:
             }
         )
     return active
+
+
+def _request_row(token: str, r: dict[str, object]) -> str:
+    reference = str(r["reference"])
+
+    def cell(name: str) -> str:
+        value = r.get(name)
+        return escape(str(value)) if value not in (None, "") else '<span class="muted">—</span>'
+
+    created = r["created_at"]
+    contacted = r["contacted_at"]
+    received = _when(float(created) if isinstance(created, int | float) else None)
+    last = _when(float(contacted) if isinstance(contacted, int | float) else None)
+    if r["restricted"]:
+        contents = '<td colspan="5" class="muted">restricted: contents hidden</td>'
+        actions = _button(token, "Lift restriction", action="unrestrict", reference=reference)
+    else:
+        message = escape(str(r.get("message") or ""))
+        contents = (
+            f"<td>{cell('name')}</td><td>{cell('company')}</td><td>{cell('email')}</td>"
+            f"<td>{cell('phone')}</td><td><details><summary>read</summary><p>{message}</p>"
+            "</details></td>"
+        )
+        actions = _button(token, "Contacted", action="contacted", reference=reference) + _button(
+            token, "Restrict", action="restrict", reference=reference
+        )
+    return (
+        f"<tr><td>{received}</td><td><code>{escape(reference)}</code></td>"
+        f"<td>{cell('status')}</td>{contents}<td>{cell('language')}</td>"
+        f"<td>{cell('persona')}</td><td>{cell('notify_status')}</td><td>{last}</td>"
+        f"<td>{actions}</td></tr>"
+    )
+
+
+async def requests_section(runtime: OpsRuntime, token: str, credential: str) -> str:
+    """Sales requests of the last 12 months, newest first (a view in the audit log)."""
+    listed = await sales_requests.list_requests(
+        runtime.ctx, since=REQUESTS_SINCE, limit=REQUESTS_SHOWN, actor=Actor(credential, "page")
+    )
+    rows: list[dict[str, object]] = listed["requests"]  # type: ignore[assignment]
+    body = "".join(_request_row(token, r) for r in rows) or (
+        '<tr><td colspan="13" class="muted">No sales request in the last 12 months.</td></tr>'
+    )
+    return (
+        f"<section><h2>Sales requests ({len(rows)}, newest first)</h2><table><tr>"
+        "<th>received</th><th>reference</th><th>status</th><th>name</th><th>company</th>"
+        "<th>email</th><th>phone</th><th>message</th><th>language</th><th>demo agent</th>"
+        f"<th>mail to sales</th><th>last contact</th><th></th></tr>{body}</table>"
+        '<p class="muted">Rights by email (access, export, rectify, erase): '
+        "<code>python -m ops requests ...</code> or /ops/requests (docs/sales-requests.md)."
+        "</p></section>"
+    )
+
+
+async def sales_dashboard(runtime: OpsRuntime, token: str, notice: str | None = None) -> str:
+    """What the sales token sees: the requests, nothing about visitors."""
+    notice_html = f'<p class="notice">{escape(notice)}</p>' if notice else ""
+    return _html(
+        f"<header><h1>OneCallFlow demo · sales requests</h1><span>{_when(time.time())}</span>"
+        f"{_button(token, 'Refresh', action='view')}</header><main>{notice_html}"
+        f"{await requests_section(runtime, token, SALES)}</main>"
+    )
 
 
 async def dashboard(runtime: OpsRuntime, token: str, notice: str | None = None) -> str:
@@ -235,13 +305,33 @@ async def dashboard(runtime: OpsRuntime, token: str, notice: str | None = None) 
         "<th>minutes</th><th>refusals</th><th>never joined</th><th>user agents</th>"
         f"<th>signals</th><th></th></tr>{top_rows}</table></section>"
         "<section><h2>Blocks</h2><table><tr><th>visitor</th><th>by</th><th>reason</th>"
-        f"<th>expires</th><th></th></tr>{block_html}</table></section></main>"
+        f"<th>expires</th><th></th></tr>{block_html}</table></section>"
+        f"{await requests_section(runtime, token, OPS)}</main>"
     )
     return _html(body)
 
 
+async def request_action(runtime: OpsRuntime, action: str, reference: str, credential: str) -> str:
+    """A requests-section button: record a contact, restrict, lift a restriction."""
+    actor = Actor(credential, "page")
+    try:
+        if action == "contacted":
+            await sales_requests.contacted(runtime.ctx, reference=reference, actor=actor)
+            return f"Contact recorded for {reference}: kept 12 months from now."
+        lift = action == "unrestrict"
+        await sales_requests.restrict(runtime.ctx, reference=reference, lift=lift, actor=actor)
+    except sales_requests.RequestInputError as exc:
+        return str(exc)
+    return f"Restriction lifted for {reference}." if lift else f"{reference} is restricted."
+
+
+REQUEST_ACTIONS = ("contacted", "restrict", "unrestrict")
+
+
 def build_page(runtime: OpsRuntime) -> APIRouter:
-    expected = runtime.ctx.settings.ops_token
+    settings = runtime.ctx.settings
+    accepted = {OPS: settings.ops_token, SALES: settings.sales_token}
+    configured = {name: value for name, value in accepted.items() if value}
     router = APIRouter()
 
     def respond(
@@ -249,18 +339,20 @@ def build_page(runtime: OpsRuntime) -> APIRouter:
     ) -> HTMLResponse:
         return HTMLResponse(html, status_code=status, headers={**HEADERS, **(headers or {})})
 
-    async def render(token: str, notice: str | None = None) -> HTMLResponse:
+    async def render(token: str, credential: str, notice: str | None = None) -> HTMLResponse:
         try:
+            if credential == SALES:
+                return respond(await sales_dashboard(runtime, token, notice))
             return respond(await dashboard(runtime, token, notice))
         except REDIS_ERRORS:
             runtime.on_redis_error("ops_page")
             return respond(_html("<main><p class='error'>Redis is unreachable.</p></main>"), 503)
 
-    async def signed_in(request: Request, token: str) -> HTMLResponse | None:
-        """None if `token` is the ops token, else the login page saying why not."""
+    async def signed_in(request: Request, token: str) -> str | HTMLResponse:
+        """The credential `token` is (OPS_TOKEN, SALES_TOKEN), else the login page saying
+        why not."""
         try:
-            if await runtime.signin.check(request, token, expected, "page"):
-                return None
+            credential = await runtime.signin.which(request, token, configured, "page")
         except OpsHttpError as exc:  # too many failed sign-ins
             minutes = -(-int(exc.headers.get("Retry-After", "60")) // 60)
             return respond(
@@ -268,20 +360,22 @@ def build_page(runtime: OpsRuntime) -> APIRouter:
                 exc.status,
                 exc.headers,
             )
-        return respond(login_page("That token is not valid."), 401)
+        return credential or respond(login_page("That token is not valid."), 401)
 
     @router.get("/ops")
     async def page(request: Request) -> HTMLResponse:
-        ops_enabled(expected)
+        ops_enabled(" ".join(configured.values()))
         given = bearer(request)
         if not given:
             return respond(login_page())
-        refused = await signed_in(request, given)
-        return refused or await render(given)
+        credential = await signed_in(request, given)
+        if isinstance(credential, HTMLResponse):
+            return credential
+        return await render(given, credential)
 
     @router.post("/ops")
     async def page_post(request: Request) -> HTMLResponse:
-        ops_enabled(expected)
+        ops_enabled(" ".join(configured.values()))
         try:
             body = await read_body(request, MAX_FORM_BYTES)
         except OpsHttpError:
@@ -290,13 +384,23 @@ def build_page(runtime: OpsRuntime) -> APIRouter:
         token = form.get("token", "")
         if not token:
             return respond(login_page("That token is not valid."), 401)
-        refused = await signed_in(request, token)
-        if refused is not None:
-            return refused
+        credential = await signed_in(request, token)
+        if isinstance(credential, HTMLResponse):
+            return credential
         action, visitor = form.get("action", "view"), form.get("visitor", "")
         notice = None
         try:
-            if action == "unblock":
+            if action in REQUEST_ACTIONS:
+                notice = await request_action(
+                    runtime, action, form.get("reference", ""), credential
+                )
+            elif action in ("block", "unblock") and credential != OPS:
+                # The sales token sees no visitor and may not act on one.
+                return respond(
+                    _html("<main><p class='error'>The sales token cannot do that.</p></main>"),
+                    403,
+                )
+            elif action == "unblock":
                 done = await commands.unblock(runtime.ctx, visitor=visitor, actor=PAGE)
                 notice = (
                     f"Unblocked {visitor}." if done["unblocked"] else f"{visitor} was not blocked."
@@ -312,6 +416,6 @@ def build_page(runtime: OpsRuntime) -> APIRouter:
         except REDIS_ERRORS:
             runtime.on_redis_error("ops_page")
             return respond(_html("<main><p class='error'>Redis is unreachable.</p></main>"), 503)
-        return await render(token, notice)
+        return await render(token, credential, notice)
 
     return router

@@ -39,6 +39,13 @@ class OpsRuntime:
     def on_redis_error(self, operation: str) -> None:
         self.metrics.redis_errors.labels(operation).inc()
 
+    def on_notification(self, outcome: str) -> None:
+        """A mail to sales sent or failed, or its queue unreachable (sales/notifier.py)."""
+        if outcome == "redis_error":
+            self.on_redis_error("sales_notify")
+        else:
+            self.metrics.sales_notifications.labels(outcome).inc()
+
     async def on_refused(self, visitor: str, refused: Refused) -> None:
         """Count the refusal and let the automatic defence act; never fails the request
         (the refusal is already decided and recorded)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from fastapi import Request
 
@@ -58,7 +58,11 @@ class SigninGuard:
         self._on_redis_error = on_redis_error
         settings = ctx.settings
         # Names of the credentials, to say which one was tried on the wrong surface.
-        self._known = {"OPS_TOKEN": settings.ops_token, "METRICS_TOKEN": settings.metrics_token}
+        self._known = {
+            "OPS_TOKEN": settings.ops_token,
+            "METRICS_TOKEN": settings.metrics_token,
+            "SALES_TOKEN": settings.sales_token,
+        }
 
     async def _client(self, request: Request) -> str:
         settings = self._ctx.settings
@@ -79,6 +83,13 @@ class SigninGuard:
     async def check(self, request: Request, given: str, expected: str, via: str) -> bool:
         """True if `given` is the expected token; 429 (OpsHttpError) when the client or
         everyone has failed too often in this window."""
+        return await self.which(request, given, {"expected": expected}, via) is not None
+
+    async def which(
+        self, request: Request, given: str, accepted: Mapping[str, str], via: str
+    ) -> str | None:
+        """The name of the accepted credential `given` is (each compared, in constant
+        time), or None; 429 (OpsHttpError) as `check`."""
         now = time.time()
         window = int(now // self._rules.window_s)
         reserved = False
@@ -98,16 +109,17 @@ class SigninGuard:
         except REDIS_ERRORS as exc:
             self._on_redis_error("signin")
             log.error("sign-in attempts not counted", extra={"error": type(exc).__name__})
-        if token_matches(given, expected):
+        matched = [name for name, value in accepted.items() if token_matches(given, value)]
+        if matched:
             if reserved:
                 with contextlib.suppress(*REDIS_ERRORS):
                     await self._give_back(keys=names)
-            return True
+            return matched[0]
         with contextlib.suppress(*REDIS_ERRORS):
             await audit_log.record(
                 self._ctx, Actor(self._named(given), via), "signin_failed", outcome="refused"
             )
-        return False
+        return None
 
 
 async def authenticate(
@@ -120,3 +132,17 @@ async def authenticate(
     realm = "metrics" if via == "metrics" else "ops"
     if not given or not await guard.check(request, given, expected, via):
         raise unauthorized(variable, realm)
+
+
+async def authenticate_any(
+    request: Request, guard: SigninGuard, accepted: Mapping[str, str], via: str
+) -> str:
+    """The name of the credential presented, among those configured in `accepted`; 404
+    when none is configured, 401 / 429 as `authenticate`."""
+    configured = {name: value for name, value in accepted.items() if value}
+    ops_enabled(" ".join(configured.values()))
+    given = bearer(request)
+    name = await guard.which(request, given, configured, via) if given else None
+    if name is None:
+        raise unauthorized(" or ".join(configured), "ops")
+    return name

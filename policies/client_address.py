@@ -8,7 +8,8 @@ written by the client and could be forged, so it is never used.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -51,3 +52,10 @@ def client_address(
         if not _trusted(address, trusted):
             return address
     return current
+
+
+def request_address(scope: Mapping[str, Any], trusted: tuple[Network, ...]) -> IPAddress | None:
+    """The client address of an ASGI HTTP request (peer and X-Forwarded-For as above)."""
+    peer = scope["client"][0] if scope.get("client") else None
+    forwarded = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
+    return client_address(peer, forwarded, trusted)

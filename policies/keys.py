@@ -27,6 +27,12 @@ SHOWCASE = "showcase"  # sales' run-time override of the catalogue (ops)
 PEPPER = "pepper"  # a fingerprint of VISITOR_HASH_SECRET (ops checks its own against it)
 OPS_LOG = "opslog"  # one ops action (what, when, which credential): accountability
 SIGNIN = "signin"  # failed ops sign-ins in a window, per client pseudonym and for everyone
+# Sales requests (sales/): the form's records, found by a keyed hash of the email.
+REQUEST = "req"  # one request record (hash): the form, its context, delivery metadata
+REQUESTS_BY_EMAIL = "reqe"  # set of references per keyed email hash (never the email)
+REQUESTS_PENDING = "reqp"  # zset: reference -> when its mail to sales is next due
+REQUESTS_VISITOR_DAY = "rqv"  # requests accepted today per visitor pseudonym
+REQUESTS_GLOBAL_DAY = "rqg"  # requests accepted today from everyone
 
 
 def salt(period: int) -> str:
@@ -74,6 +80,18 @@ def signin_failures(client: str, window: int) -> str:
     return f"{PREFIX}{SIGNIN}:{client}:{window}"
 
 
+def request(reference: str) -> str:
+    return f"{PREFIX}{REQUEST}:{reference}"
+
+
+def requests_by_email(email_hash: str) -> str:
+    return f"{PREFIX}{REQUESTS_BY_EMAIL}:{email_hash}"
+
+
+def requests_pending() -> str:
+    return f"{PREFIX}{REQUESTS_PENDING}"
+
+
 def kind_of(key: str) -> str:
     """The kind of a key (`sess`, `vh`...), or `foreign` for keys that are not ours."""
     if not key.startswith(PREFIX):
@@ -97,4 +115,6 @@ def pattern(kind: str, *parts: str) -> str:
 
 
 # Per-visitor counters, one key per hour or day bucket (erasure deletes all of them).
-VISITOR_BUCKET_KINDS = (VISITOR_HOUR, VISITOR_DAY, VISITOR_SECONDS, VISITOR_REFUSALS)
+VISITOR_BUCKET_KINDS = (
+    VISITOR_HOUR, VISITOR_DAY, VISITOR_SECONDS, VISITOR_REFUSALS, REQUESTS_VISITOR_DAY,
+)  # fmt: skip

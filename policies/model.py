@@ -14,6 +14,8 @@ DEFAULT_DIR = Path(__file__).resolve().parent
 # These bounds are not configuration: changing them means changing the published policy.
 PRIVACY_MIN_DAYS = 30
 PRIVACY_MAX_DAYS = 90
+# "Sales requests: up to 12 months after last contact".
+SALES_REQUESTS_MAX_DAYS = 365
 DAY_S = 86_400
 
 
@@ -32,6 +34,7 @@ class Retention(_Strict):
     demo_sessions_days: Annotated[int, Field(ge=PRIVACY_MIN_DAYS, le=PRIVACY_MAX_DAYS)]
     ip_ua_hashes_days: Annotated[int, Field(ge=PRIVACY_MIN_DAYS, le=PRIVACY_MAX_DAYS)]
     salt_period_days: Annotated[int, Field(ge=1, le=PRIVACY_MAX_DAYS)]
+    sales_requests_days: Annotated[int, Field(ge=1, le=SALES_REQUESTS_MAX_DAYS)]
 
     @model_validator(mode="after")
     def _salt_within_policy(self) -> Retention:
@@ -60,8 +63,13 @@ class Retention(_Strict):
         return (self.salt_period_days + longest) * DAY_S
 
     @property
+    def sales_requests_ttl_s(self) -> int:
+        return self.sales_requests_days * DAY_S
+
+    @property
     def max_ttl_s(self) -> int:
-        """No key may live longer than this (the audit's ceiling)."""
+        """No key of the demo (sessions, pseudonyms, salts, counters) may live longer than
+        this; sales requests have their own bound (sales_requests_ttl_s)."""
         return PRIVACY_MAX_DAYS * DAY_S
 
 

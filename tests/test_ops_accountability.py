@@ -119,6 +119,9 @@ def test_every_ops_action_leaves_an_entry(stack: Any) -> None:
             ("showcase_reset", "api", "OPS_TOKEN", "done"), ("erase", "api", "OPS_TOKEN", "done"),
             ("block", "page", "OPS_TOKEN", "done"), ("unblock", "page", "OPS_TOKEN", "done"),
             ("signin_failed", "page", "unknown", "refused"),
+            # Each dashboard shown lists the sales requests: a read of personal data.
+            ("requests_list", "page", "OPS_TOKEN", "done"),
+            ("requests_list", "page", "OPS_TOKEN", "done"),
         ]
     )  # fmt: skip
     secrets = [OPS_TOKEN, METRICS_TOKEN, HASH_SECRET, "guess", *addresses, "192.0.2."]

@@ -26,7 +26,7 @@ Runs only where nothing but 127.0.0.0/8 exists: outside scripts/offline it re-ex
 itself through it.
 
     .venv/bin/python bench/call_latency.py [--turns 16] [--rounds 4] [--clicks 16]
-        [--caller-frame-ms 10] [--caller-queue-ms 10]
+        [--caller-frame-ms 10] [--caller-queue-ms 0]
 """
 
 from __future__ import annotations
@@ -169,8 +169,9 @@ def turn_latency(speech_end_wall: float, ear: AgentEar) -> float | None:
 @dataclass(frozen=True)
 class CallerSettings:
     frame_ms: int
-    # the SDK's AudioSource queue (livekit.rtc default 1000 ms; frames leave it on a 10 ms
-    # tick, so what waits in it is latency)
+    # the SDK's AudioSource queue (livekit.rtc's default: 1000 ms): frames leave it on a
+    # 10 ms tick, so what waits in it is latency; 0: no queue, each 10 ms frame goes
+    # straight to WebRTC's encoder, as a browser's microphone does
     queue_ms: int
     sample_rate: int = CALLER_SAMPLE_RATE
 
@@ -376,14 +377,19 @@ class Sender:
 
 
 # What a caller gets without choosing: 20 ms frames into AudioSource's default queue.
-SDK_DEFAULT_CALLER = CallerSettings(frame_ms=20, queue_ms=1000)
+# What a caller gets without choosing: 20 ms frames into AudioSource's default queue; and
+# a short queue, still released on the source's 10 ms tick.
+OTHER_CALLERS = {
+    "20 ms frames, AudioSource's default 1000 ms queue": CallerSettings(20, 1000),
+    "10 ms frames, 10 ms queue": CallerSettings(10, 10),
+}
 
 
 def senders(caller: CallerSettings) -> list[Sender]:
-    """This run's caller, and the SDK's default queue with 20 ms frames to compare."""
-    out = [Sender(f"caller: {caller.frame_ms} ms frames, queue {caller.queue_ms} ms", caller)]
-    if caller != SDK_DEFAULT_CALLER:
-        out.append(Sender("20 ms frames, AudioSource's default 1000 ms queue", SDK_DEFAULT_CALLER))
+    """This run's caller, and the other ways of sending to compare it with."""
+    queue = f"queue {caller.queue_ms} ms" if caller.queue_ms else "no queue"
+    out = [Sender(f"caller: {caller.frame_ms} ms frames, {queue}", caller)]
+    out += [Sender(label, other) for label, other in OTHER_CALLERS.items() if other != caller]
     return out
 
 
@@ -557,7 +563,7 @@ def report(
     )
     print(
         f"caller: {args.caller_frame_ms} ms frames at {CALLER_SAMPLE_RATE // 1000} kHz, "
-        f"AudioSource queue {args.caller_queue_ms} ms, receives 48 kHz; agent "
+        f"AudioSource queue {args.caller_queue_ms} ms (0: none), receives 48 kHz; agent "
         f"(agent/conversation.yaml): receives {turns.input_frame_ms} ms frames at "
         f"{turns.input_sample_rate // 1000} kHz; {args.turns} turns per path in {args.rounds} "
         f"interleaved rounds, {wall_s:.0f} s"
@@ -637,10 +643,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (calls)")
     parser.add_argument("--clicks", type=int, default=16, help="LiveKit-alone hops timed")
     parser.add_argument("--caller-frame-ms", type=int, default=10)
-    parser.add_argument("--caller-queue-ms", type=int, default=10)
+    parser.add_argument(
+        "--caller-queue-ms", type=int, default=0, help="0: each frame straight to WebRTC"
+    )
     args = parser.parse_args()
-    if args.caller_queue_ms % 10 or args.caller_queue_ms <= 0:
-        parser.error("--caller-queue-ms must be a positive multiple of 10 (livekit.rtc)")
+    if args.caller_queue_ms % 10 or args.caller_queue_ms < 0:
+        parser.error("--caller-queue-ms must be a multiple of 10 (livekit.rtc)")
+    if args.caller_queue_ms == 0 and args.caller_frame_ms != 10:
+        parser.error("without a queue, WebRTC takes 10 ms frames only (--caller-frame-ms 10)")
     ensure_offline()
     logging.basicConfig(level=logging.ERROR)
 

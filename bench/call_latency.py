@@ -157,12 +157,6 @@ class AgentEar:
             await asyncio.sleep(quiet_s - gap + 0.01)
 
 
-def turn_latency(speech_end_wall: float, ear: AgentEar) -> float | None:
-    """From the caller's last voiced sample to the first voiced agent frame after it."""
-    heard = ear.first_voiced_after(speech_end_wall)
-    return None if heard is None else heard - speech_end_wall
-
-
 # -- the caller, through LiveKit --------------------------------------------------------
 
 
@@ -188,7 +182,6 @@ class SdkParticipant:
         listen_rate: int = CALLER_SAMPLE_RATE,
         listen_frame_ms: int | None = None,
     ) -> None:
-        self.settings = mic
         self.listen_rate = listen_rate
         self.listen_frame_ms = listen_frame_ms
         self.mic: CallerMicrophone | None = None
@@ -314,8 +307,12 @@ async def answered_call(base_url: str, settings: CallerSettings, run: LiveKitRun
             run.unanswered += 1
             await caller.leave()
             continue
-        await caller.ear.wait_for_voice_after(0.0, 60)
-        await caller.ear.wait_until_quiet(QUIET_S, 30)
+        try:
+            await caller.ear.wait_for_voice_after(0.0, 60)
+            await caller.ear.wait_until_quiet(QUIET_S, 30)
+        except TimeoutError:
+            await caller.leave()
+            raise
         return caller
     raise RuntimeError(
         f"no agent answered for {CALLING_FOR_S:.0f} s ({run.unanswered} calls unanswered): "
@@ -376,12 +373,13 @@ class Sender:
     settings: CallerSettings
 
 
-# What a caller gets without choosing: 20 ms frames into AudioSource's default queue.
-# What a caller gets without choosing: 20 ms frames into AudioSource's default queue; and
-# a short queue, still released on the source's 10 ms tick.
+# Ways of sending the caller's audio, compared in every run: the default (10 ms frames
+# straight to WebRTC); a short queue, released on the source's 10 ms tick; and what a
+# caller gets without choosing, 20 ms frames into AudioSource's default queue.
 OTHER_CALLERS = {
-    "20 ms frames, AudioSource's default 1000 ms queue": CallerSettings(20, 1000),
+    "10 ms frames, no queue": CallerSettings(10, 0),
     "10 ms frames, 10 ms queue": CallerSettings(10, 10),
+    "20 ms frames, AudioSource's default 1000 ms queue": CallerSettings(20, 1000),
 }
 
 
@@ -407,6 +405,17 @@ def sdk_token(identity: str, room: str) -> str:
     return api.AccessToken(API_KEY, API_SECRET).with_identity(identity).with_grants(grants).to_jwt()
 
 
+async def voice_after(ear: AgentEar | None, wall: float, timeout: float = 5) -> float | None:
+    """The first voiced frame `ear` heard after `wall`, or None (nothing heard in time, or
+    no track from that sender reached this listener)."""
+    if ear is None:
+        return None
+    try:
+        return await ear.wait_for_voice_after(wall, timeout)
+    except TimeoutError:
+        return None
+
+
 async def transport_hops(
     livekit_url: str, kinds: list[Sender], ways: list[Listener], count: int,
     transport: Transport, room: str,
@@ -429,14 +438,10 @@ async def transport_hops(
                 await spoken.done.wait()
                 assert spoken.started_wall is not None
                 for way, listener in ears.items():
-                    ear = listener.ears.get(identity)
-                    try:
-                        if ear is None:
-                            raise TimeoutError
-                        heard = await ear.wait_for_voice_after(spoken.started_wall, 5)
-                    except TimeoutError:
-                        continue
-                    transport.hops.setdefault((kind, way), []).append(heard - spoken.started_wall)
+                    heard = await voice_after(listener.ears.get(identity), spoken.started_wall)
+                    if heard is not None:
+                        hop = heard - spoken.started_wall
+                        transport.hops.setdefault((kind, way), []).append(hop)
                 await asyncio.sleep(0.4)
         if (jitter := await ears[ways[0]].jitter_buffer_ms()) is not None:
             transport.jitter_buffers.append(jitter)

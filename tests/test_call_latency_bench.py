@@ -8,8 +8,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from bench.call_latency import EAR_THRESHOLD, AgentEar, turn_latency, voiced
-from tests.fakes.audio_io import VOICED
+from bench.call_latency import EAR_THRESHOLD, AgentEar, voiced
+from bench.voice_latency import answered
+from tests.fakes.audio_io import VOICED, Spoken
 
 RATE = 48000
 FRAME = RATE // 100  # 10 ms, as WebRTC plays audio out
@@ -48,20 +49,31 @@ def test_voiced_frames(samples: np.ndarray, expected: bool) -> None:
     assert voiced(samples) is expected
 
 
-def test_a_turn_is_timed_from_the_callers_end_of_speech_to_the_first_voiced_frame() -> None:
+def said(speech_end_wall: float) -> Spoken:
+    """A line the caller has finished saying, its last voiced sample at `speech_end_wall`."""
+    spoken = Spoken(text="a line", samples=tone(3000), speech_end_wall=speech_end_wall)
+    spoken.done.set()
+    return spoken
+
+
+async def test_a_turn_is_timed_from_the_callers_end_of_speech_to_the_first_voiced_frame() -> None:
     ear = AgentEar()
     # the greeting, heard before the caller spoke
     ear.hear(tone(3000), 0.50)
     ear.hear(frame(), 0.51)
-    speech_end = 2.000
     # silence and faint residue after the caller stopped, then the answer's first voice
     for i, samples in enumerate([frame(), tone(100), frame(50), tone(2500), tone(2500)]):
         ear.hear(samples, 2.60 + i * 0.01)
     assert ear.frames == 7
-    assert ear.first_voiced_after(speech_end) == pytest.approx(2.63)
-    assert turn_latency(speech_end, ear) == pytest.approx(0.63)
+    assert ear.first_voiced_after(2.0) == pytest.approx(2.63)
+
+    turn = await answered(said(2.0), lambda wall: ear.wait_for_voice_after(wall, 1))
+    assert turn is not None
+    speech_end, heard = turn
+    assert speech_end == 2.0
+    assert heard - speech_end == pytest.approx(0.63)
     # no voice after this point: no answer, no figure
-    assert turn_latency(2.70, ear) is None
+    assert await answered(said(2.70), lambda wall: ear.wait_for_voice_after(wall, 0.1)) is None
 
 
 def test_quiet_is_counted_from_the_last_voiced_frame() -> None:

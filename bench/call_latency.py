@@ -575,8 +575,8 @@ def report(
     )
     print(
         f"machine: {os.cpu_count()} cores, load average {load_at_start:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at the end; {m.livekit.unanswered} calls no agent answered "
-        "(the worker declines jobs while the machine's CPU is saturated), called again"
+        f"{os.getloadavg()[0]:.1f} at the end; calls no agent answered, called again: "
+        f"{m.livekit.unanswered} (the worker declines jobs while the machine's CPU is saturated)"
     )
     print()
     print("| path | turns | ideal | latency p50 | latency p95 | overhead p50 | overhead p95 |")

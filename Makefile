@@ -22,7 +22,8 @@ test: lint
 	scripts/offline $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Each prints its figures (ratios against a baseline measured in the same run).
-BENCHES := bench/token_server.py bench/worker.py bench/voice_latency.py bench/concurrency.py
+BENCHES := bench/token_server.py bench/worker.py bench/voice_latency.py bench/concurrency.py \
+	bench/call_latency.py
 
 bench: bootstrap
 	@for b in $(BENCHES); do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -29,6 +29,7 @@ import logging
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.conversation import TurnSettings, default_conversation  # noqa: E402
+from tests.fakes.audio_io import Spoken  # noqa: E402
 from tests.fakes.openai_chat import token_pieces  # noqa: E402
 from tests.fakes.server import RemoteFakes, spawn_vendor_fakes  # noqa: E402
 from tests.voice_harness import VoiceCall, shared_vad, start_voice_call  # noqa: E402
@@ -146,7 +148,8 @@ STAGES = [
 def stage_times(
     walls: list[tuple[float, float, float | None]], timeline: dict[str, list[float]]
 ) -> dict[str, list[float]]:
-    """Per stage, its offset from the speech end in each turn where every step was seen.
+    """Per stage, its offset from the speech end in each turn where every step was seen
+    (the agent's final only where known: a caller through LiveKit cannot see it).
     The reply's TTS request is the first one after the speech end; the LLM request behind
     it is the last one before it (an earlier preemptive attempt may have been dropped)."""
     out: dict[str, list[float]] = {key: [] for key, _ in STAGES}
@@ -158,7 +161,7 @@ def stage_times(
         # the fake may place the last voiced 10 ms slightly before the microphone's count
         heard = within("stt_speech_end", end - 0.3, frame)
         tts = within("tts_received", end, frame)
-        if not heard or not tts or agent_final is None:
+        if not heard or not tts:
             continue
         llm = within("llm_received", end - 0.3, tts[0])
         last_token = within("llm_last_token", end - 0.3, tts[0])
@@ -177,7 +180,8 @@ def stage_times(
             "first_frame": frame,
         }
         for key, wall in moments.items():
-            out[key].append(wall - end)
+            if wall is not None:
+                out[key].append(wall - end)
     return out
 
 
@@ -189,17 +193,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank]
 
 
-async def timed_turn(call: VoiceCall, line: str, timeout: float) -> tuple[float, float] | None:
-    """The caller says `line`; (end of its speech, the agent's first frame after it) as
-    time.monotonic() walls, or None when no answer came within `timeout`."""
-    spoken = call.say(line)
+async def answered(
+    spoken: Spoken, heard_after: Callable[[float], Awaitable[float]]
+) -> tuple[float, float] | None:
+    """Once the caller has said `spoken`: (the end of its speech, when the answer was heard
+    after it) as time.monotonic() walls, or None when `heard_after` timed out."""
     await spoken.done.wait()
     assert spoken.speech_end_wall is not None
     try:
-        segment = await call.speaker.wait_for_segment_after(spoken.speech_end_wall, timeout)
+        heard = await heard_after(spoken.speech_end_wall)
     except TimeoutError:
         return None
-    return spoken.speech_end_wall, segment.first_frame_wall
+    return spoken.speech_end_wall, heard
+
+
+async def timed_turn(call: VoiceCall, line: str, timeout: float) -> tuple[float, float] | None:
+    """The caller says `line`; (end of its speech, the agent's first frame after it) as
+    time.monotonic() walls, or None when no answer came within `timeout`."""
+
+    async def first_frame(wall: float) -> float:
+        return (await call.speaker.wait_for_segment_after(wall, timeout)).first_frame_wall
+
+    return await answered(call.say(line), first_frame)
 
 
 async def run_turns(fakes: RemoteFakes, result: Result, count: int, offset: int) -> None:

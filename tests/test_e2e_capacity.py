@@ -9,53 +9,46 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.livekit_caller import Caller, request_token
+from tests.e2e_support import Visitor, issued
 from tests.livekit_stack import running_stack
 from tests.support import write_policies
 
 pytestmark = pytest.mark.e2e
-
-PERSONA = "realty-desk-en"
 
 
 async def test_a_worker_full_at_its_call_count_declines_the_next_call(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     # Every caller here comes from 127.0.0.1: one visitor, allowed several calls at once.
-    policies = write_policies(
-        tmp_path,
-        limits={
-            "visitor": {"concurrent_sessions": 5, "sessions_per_hour": 50, "sessions_per_day": 50}
-        },
-    )
+    limits = {"concurrent_sessions": 5, "sessions_per_hour": 50, "sessions_per_day": 50}
+    policies = write_policies(tmp_path, limits={"visitor": limits})
     with running_stack(
         redis_url,
         env={"POLICIES_DIR": str(policies)},
         worker_env={"AGENT_MAX_CALLS": "1"},
         name="capacity",
     ) as stack:
-        first = await Caller().join(request_token(stack.base_url, PERSONA))
-        await asyncio.wait_for(first.agent_voice.wait(), 30)
+        first = await Visitor(issued(stack)).join()
+        await first.agent_speaks(timeout=30)
 
         # The worker has its one call: LiveKit finds no available worker for the next.
-        second = await Caller().join(request_token(stack.base_url, PERSONA))
+        second = await Visitor(issued(stack)).join()
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(second.agent_joined.wait(), 8)
+            await asyncio.wait_for(second.agent_tracks.get(), 8)
         assert "no worker available to handle job" in stack.logs()["livekit-server.log"]
         await second.leave()
 
         # The first call ends (the visitor hangs up): the worker takes calls again.
         await first.leave()
-        third: Caller | None = None
+        third: Visitor | None = None
         for _ in range(10):
             await asyncio.sleep(1)
-            third = await Caller().join(request_token(stack.base_url, PERSONA))
+            third = await Visitor(issued(stack)).join()
             try:
-                await asyncio.wait_for(third.agent_joined.wait(), 6)
+                await asyncio.wait_for(third.agent_tracks.get(), 6)
                 break
             except TimeoutError:
                 await third.leave()  # the worker had not noticed the end yet
                 third = None
         assert third is not None, "the worker never took a call again"
-        await asyncio.wait_for(third.agent_voice.wait(), 30)
         await third.leave()

@@ -19,6 +19,7 @@ from api_errors import ApiError
 from livekit_token import DispatchInfo, mint_token, new_session_id, room_name
 from policies.admission import Refused
 from policies.client_address import client_address
+from policies.give_back import HASH_FIELD, new_release_secret
 from policies.pseudonyms import Salt, known_ua_family, ua_family
 from sessions.redis_conn import REDIS_ERRORS
 from sessions.store import SessionStore
@@ -36,10 +37,16 @@ Send = Callable[[Message], Awaitable[None]]
 REFUSAL_TEXT = {
     "blocked": "Access to the demo has been suspended for this connection.",
     "visitor_concurrent": "You already have a demo call in progress.",
+    "visitor_unjoined": "You already have a demo call waiting to connect.",
     "visitor_hourly": "You have reached the number of demo calls allowed per hour.",
     "visitor_daily": "You have reached the number of demo calls allowed today.",
     "visitor_minutes": "You have used today's demo minutes.",
+    "network_concurrent": "Too many demo calls are in progress from your network.",
+    "network_unjoined": "Too many demo calls are waiting to connect from your network.",
+    "network_hourly": "Your network has reached the number of demo calls allowed per hour.",
+    "network_daily": "Your network has reached the number of demo calls allowed today.",
     "global_concurrent": "All demo lines are busy right now.",
+    "global_unjoined": "All demo lines are busy right now.",
     "global_minutes": "The demo has reached its capacity for today.",
 }
 
@@ -169,7 +176,12 @@ class TokenEndpoint:
         duration_s = services.policies.session_duration_s(persona.max_duration_s)
         session_id = new_session_id()
         room = room_name(session_id)
-        issued_at = await self.admission(scope, raw_headers, persona, session_id, room, duration_s)
+        # The page's way to give the token back unused (policies/give_back.py); only its
+        # keyed hash is recorded.
+        release_secret = new_release_secret()
+        issued_at = await self.admission(
+            scope, raw_headers, persona, session_id, room, duration_s, release_secret
+        )
         token = mint_token(
             api_key=settings.livekit_api_key,
             api_secret=settings.livekit_api_secret,
@@ -193,6 +205,7 @@ class TokenEndpoint:
             "agent": persona.public_card(duration_s),
             "expires_at": iso(issued_at + limits.session.join_window_s),
             "max_duration_s": duration_s,
+            "release_secret": release_secret,
         }
         return 201, json.dumps(payload, separators=(",", ":")).encode()
 
@@ -204,6 +217,7 @@ class TokenEndpoint:
         session_id: str,
         room: str,
         duration_s: int,
+        release_secret: str,
     ) -> float:
         """Decide and record admission in Redis; return the issue time (Redis clock)."""
         services = self.services
@@ -223,6 +237,7 @@ class TokenEndpoint:
         try:
             salt = await services.hasher.current_salt()
             visitor = services.hasher.visitor(salt, address)
+            networks = services.hasher.networks(salt, address, services.policies.limits.networks)
             record = {
                 "session_id": session_id,
                 "room": room,
@@ -233,6 +248,7 @@ class TokenEndpoint:
                 "max_duration_s": str(duration_s),
                 "join_window_s": str(services.policies.limits.session.join_window_s),
                 "status": "issued",
+                HASH_FIELD: services.give_back.digest(session_id, release_secret),
             }
             if family is not None:
                 record["ua"] = services.hasher.user_agent(salt, user_agent_text)
@@ -243,6 +259,7 @@ class TokenEndpoint:
                 persona=persona.id,
                 duration_s=duration_s,
                 record=record,
+                networks=networks,
             )
         except REDIS_ERRORS as exc:
             log.error("redis unavailable", extra={"error": type(exc).__name__})

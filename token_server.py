@@ -25,12 +25,15 @@ from fastapi.responses import JSONResponse, Response
 
 from agents_catalog import Catalog, CatalogError, load_catalog
 from api_errors import NO_STORE, ApiError, error_response
+from give_back_endpoint import PATH as GIVE_BACK_PATH
+from give_back_endpoint import GiveBackEndpoint
 from http_limits import limited_http_protocol
 from logs import now_ms, setup_logging
 from ops.install import install_ops
 from ops.runtime import OpsRuntime
 from policies import Policies, PolicyError, load_policies
 from policies.admission import Admission
+from policies.give_back import GiveBack
 from policies.pseudonyms import VisitorHasher
 from sessions.pipelined_redis import PipelinedRedis
 from sessions.redis_conn import REDIS_ERRORS, connect, eviction_risk
@@ -55,6 +58,7 @@ class Services:
     catalog: Catalog
     hasher: VisitorHasher
     admission: Admission
+    give_back: GiveBack
     pipelined: PipelinedRedis | None = None
     # Ops (ops/): showcase-aware catalogue, metrics, automatic defence; set by create_app.
     ops: OpsRuntime | None = None
@@ -107,7 +111,7 @@ class GuardMiddleware:
         if origin and path.startswith("/api/"):
             if origin_allowed(origin, host, self.settings):
                 cors_origin = origin
-            elif scope["method"] == "OPTIONS" or path == "/api/token":
+            elif scope["method"] == "OPTIONS" or path in ("/api/token", GIVE_BACK_PATH):
                 response = error_response(
                     403, "origin_not_allowed", "This site may not request demo tokens."
                 )
@@ -172,12 +176,14 @@ def build_services(settings: Settings) -> Services:
         if PipelinedRedis.supports(settings.redis_url)
         else None
     )
+    admission = Admission(redis, policies, pipelined)
     return Services(
         settings=settings,
         policies=policies,
         catalog=catalog,
         hasher=VisitorHasher(redis, settings.visitor_hash_secret, policies.retention),
-        admission=Admission(redis, policies, pipelined),
+        admission=admission,
+        give_back=GiveBack(redis, admission, settings.visitor_hash_secret),
         pipelined=pipelined,
     )
 
@@ -218,7 +224,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     # Paths answered by plain ASGI apps ahead of the framework (see GuardMiddleware).
-    app.state.fast_lane = {"/api/token": TokenEndpoint(services)}
+    app.state.fast_lane = {
+        "/api/token": TokenEndpoint(services),
+        GIVE_BACK_PATH: GiveBackEndpoint(services),
+    }
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:

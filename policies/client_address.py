@@ -29,6 +29,27 @@ def parse_ip(value: str) -> IPAddress | None:
     return address
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def carried_ipv4(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 one carries, else the address itself. Whoever holds one IPv4
+    address also holds its IPv4-mapped and NAT64 forms, and with 6to4 a whole /48 (65,536
+    /64s): each form must count as that IPv4, or it is as many visitors as it has forms.
+    Teredo carries the client's public IPv4 (its NAT's), which is who it is too."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    return address
+
+
 def _trusted(address: IPAddress, networks: Iterable[Network]) -> bool:
     return any(address in net for net in networks)
 

@@ -29,8 +29,8 @@ from redis.asyncio import Redis
 from ua_parser import parse as parse_ua
 
 from policies import keys
-from policies.client_address import IPAddress
-from policies.model import Retention
+from policies.client_address import IPAddress, carried_ipv4
+from policies.model import NetworkAggregates, NetworkLimits, Retention
 from sessions.redis_conn import redis_clock
 
 # How often a process re-asserts its cached salt in Redis: if Redis lost its data, every
@@ -45,10 +45,38 @@ _HERE = Path(__file__).resolve().parent
 
 
 def normalise_ip(address: IPAddress) -> str:
-    """IPv6 addresses are reduced to their /64 (one subscriber's network)."""
+    """An address that carries an IPv4 one is that IPv4 (client_address.carried_ipv4);
+    other IPv6 addresses are reduced to their /64 (one subscriber's network)."""
+    address = carried_ipv4(address)
     if isinstance(address, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((address, 64), strict=False).network_address) + "/64"
     return str(address)
+
+
+@dataclass(frozen=True)
+class NetworkLevel:
+    prefix: int
+    limits: NetworkLimits
+    network: str  # the network's text: hashed at once, held only in this request's memory
+
+
+@dataclass(frozen=True)
+class NetworkId:
+    """A prefix aggregate's pseudonym, with the limits that apply to it."""
+
+    pseudonym: str
+    prefix: int
+    limits: NetworkLimits
+
+
+def aggregate_networks(address: IPAddress, networks: NetworkAggregates) -> list[NetworkLevel]:
+    """The wider networks the address belongs to, one per configured prefix aggregate
+    (narrowest first), as text ("2001:db8:7700::/48") to hash: never stored as such."""
+    address = carried_ipv4(address)
+    return [
+        NetworkLevel(prefix, limits, str(ipaddress.ip_network((address, prefix), strict=False)))
+        for prefix, limits in networks.levels(address.version)
+    ]
 
 
 @dataclass(frozen=True)
@@ -286,6 +314,16 @@ class VisitorHasher:
         if salt.previous is not None:
             previous = self.pseudonym(Salt(salt.period - 1, salt.previous), "ip", value)
         return VisitorId(self.pseudonym(salt, "ip", value), previous)
+
+    def networks(
+        self, salt: Salt, address: IPAddress, networks: NetworkAggregates
+    ) -> list[NetworkId]:
+        """The address's prefix aggregates as pseudonyms: keyed and salted like a visitor's,
+        under their own kind, so a network and an address never share a pseudonym."""
+        return [
+            NetworkId(self.pseudonym(salt, "net", level.network), level.prefix, level.limits)
+            for level in aggregate_networks(address, networks)
+        ]
 
     def user_agent(self, salt: Salt, user_agent: str) -> str:
         return self.pseudonym(salt, "ua", user_agent)

@@ -12,6 +12,7 @@ import redis
 from tests.livekit_caller import Caller, request_token
 from tests.livekit_stack import running_stack
 from tests.support import write_policies
+from tests.token_support import roomy_caps
 
 pytestmark = pytest.mark.e2e
 
@@ -24,9 +25,9 @@ async def test_a_worker_full_at_its_call_count_declines_the_next_call(
     # Every caller here comes from 127.0.0.1: one visitor, allowed several calls at once.
     policies = write_policies(
         tmp_path,
-        limits={
-            "visitor": {"concurrent_sessions": 5, "sessions_per_hour": 50, "sessions_per_day": 50}
-        },
+        limits=roomy_caps(
+            {"visitor": {"concurrent_sessions": 5, "sessions_per_hour": 50, "sessions_per_day": 50}}
+        ),
     )
     with running_stack(
         redis_url,

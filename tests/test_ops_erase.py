@@ -98,7 +98,7 @@ def test_erasure_output_says_what_was_kept_and_why(stack: Any) -> None:
     done = run_ops(env, "erase", "--ip", "198.51.100.121")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    kinds = "sess=1, vact=1, vd=1, vh=1, vm=1, vsess=1"
+    kinds = "sess=1, vact=1, vd=1, vh=1, vm=1, vsess=1, vun=1"
     assert lines[1] == f"Deleted: 1 session(s); keys by kind: {kinds}"
     assert lines[2] == "Refunded: 300 s of reserved call time (open sessions released first)"
     assert lines[3].startswith("Calls ended: 0 (LiveKit room deleted); no room: 0; not ended: 1")

@@ -33,7 +33,11 @@ def test_a_persona_may_shorten_a_call_never_lengthen_it() -> None:
     assert policies.session_duration_s(cap - 60) == cap - 60
     assert policies.session_duration_s(cap + 600) == cap
     s = policies.limits.session
-    assert policies.lease_s(100) == s.join_window_s + 100 + s.lease_margin_s
+    # A slot is held for the join window until the worker claims the session, then for
+    # the call; no lease key is ever set beyond the longest of both.
+    assert policies.admission_lease_s() == s.join_window_s + s.lease_margin_s
+    assert policies.call_lease_s(100) == 100 + s.lease_margin_s
+    assert policies.lease_ceiling_s == s.join_window_s + s.max_duration_s + s.lease_margin_s
 
 
 @pytest.mark.parametrize(

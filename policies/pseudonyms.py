@@ -5,6 +5,9 @@ The pepper (VISITOR_HASH_SECRET) never leaves the process; the salt is random pe
 and lives in Redis only as long as the retention policy allows, so when it expires the
 old pseudonyms can no longer be linked to any address, even by us.
 
+The wider networks an address belongs to (the prefix aggregates of limits.yaml) get
+pseudonyms the same way, under their own kind: admission counts them like visitors.
+
 A salt rotation must not lift a block (a block may last up to `blocks.max_days`, the salt
 period at most): a visitor's pseudonym also carries the same address's pseudonym under the
 previous period's salt, which Redis keeps anyway for access and erasure, and admission

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 from api_errors import ApiError
 from policies.give_back import GiveBackAnswer, GiveBackResult
 from sessions.redis_conn import REDIS_ERRORS
-from token_endpoint import Receive, Scope, Send, parse_json_body, read_body, send_json
+from token_endpoint import (
+    Receive,
+    Scope,
+    Send,
+    answer_post,
+    parse_json_body,
+    read_body,
+    redis_unavailable,
+)
 
 if TYPE_CHECKING:
     from token_server import Services
@@ -63,16 +71,7 @@ class GiveBackEndpoint:
         self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "POST":
-            error = ApiError(405, "method_not_allowed", "Use POST.", {"Allow": "POST"})
-            await send_json(send, error.status, error.body(), error.headers)
-            return
-        try:
-            status, payload = await self.give_back(scope, receive)
-        except ApiError as error:
-            await send_json(send, error.status, error.body(), error.headers)
-            return
-        await send_json(send, status, payload)
+        await answer_post(scope, receive, send, self.give_back)
 
     async def give_back(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         services = self.services
@@ -82,15 +81,7 @@ class GiveBackEndpoint:
         try:
             result = await services.give_back.give_back(session_id, secret)
         except REDIS_ERRORS as exc:
-            log.error("redis unavailable", extra={"error": type(exc).__name__})
-            if services.ops:
-                services.ops.on_redis_error("give_back")
-            raise ApiError(
-                503,
-                "unavailable",
-                "The demo is temporarily unavailable. Please try again shortly.",
-                {"Retry-After": "5"},
-            ) from exc
+            raise redis_unavailable(services, "give_back", exc) from exc
         if result.answer is GiveBackAnswer.GIVEN_BACK:
             if services.ops:
                 services.ops.on_given_back()

@@ -135,6 +135,39 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
+def redis_unavailable(services: Services, operation: str, exc: Exception) -> ApiError:
+    """Redis did not answer: logged, counted, and a 503 for the client (fail closed)."""
+    log.error("redis unavailable", extra={"error": type(exc).__name__})
+    if services.ops:
+        services.ops.on_redis_error(operation)
+    return ApiError(
+        503,
+        "unavailable",
+        "The demo is temporarily unavailable. Please try again shortly.",
+        {"Retry-After": "5"},
+    )
+
+
+async def answer_post(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    handle: Callable[[Scope, Receive], Awaitable[tuple[int, bytes]]],
+) -> None:
+    """A JSON endpoint that takes POST only: the handler's (status, body), or its ApiError
+    in the common error shape."""
+    if scope["method"] != "POST":
+        error = ApiError(405, "method_not_allowed", "Use POST.", {"Allow": "POST"})
+        await send_json(send, error.status, error.body(), error.headers)
+        return
+    try:
+        status, payload = await handle(scope, receive)
+    except ApiError as error:
+        await send_json(send, error.status, error.body(), error.headers)
+        return
+    await send_json(send, status, payload)
+
+
 class TokenEndpoint:
     """POST /api/token. With `admit=False` it skips pseudonyms and admission and only
     mints: the benchmark's baseline, never mounted by the served app."""
@@ -145,16 +178,7 @@ class TokenEndpoint:
         self.records = SessionStore(services.hasher.redis)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "POST":
-            error = ApiError(405, "method_not_allowed", "Use POST.", {"Allow": "POST"})
-            await send_json(send, error.status, error.body(), error.headers)
-            return
-        try:
-            status, payload = await self.issue(scope, receive)
-        except ApiError as error:
-            await send_json(send, error.status, error.body(), error.headers)
-            return
-        await send_json(send, status, payload)
+        await answer_post(scope, receive, send, self.issue)
 
     async def persona(self, persona_id: str) -> Persona:
         ops = self.services.ops
@@ -262,15 +286,7 @@ class TokenEndpoint:
                 networks=networks,
             )
         except REDIS_ERRORS as exc:
-            log.error("redis unavailable", extra={"error": type(exc).__name__})
-            if services.ops:
-                services.ops.on_redis_error("admission")
-            raise ApiError(
-                503,
-                "unavailable",
-                "The demo is temporarily unavailable. Please try again shortly.",
-                {"Retry-After": "5"},
-            ) from exc
+            raise redis_unavailable(services, "admission", exc) from exc
         if isinstance(decision, Refused):
             # DEBUG: a flood would otherwise become a log flood; refusals are counted in the
             # hourly stats (Redis) and metrics, which is what ops read.

@@ -20,8 +20,14 @@ from redis.asyncio import Redis
 from policies import keys, load_policies
 from policies.claim import Claims
 from sessions.redis_conn import connect
-from tests.support import ServerProcess
-from tests.token_support import dump_redis, redis_now, session_record, settings_env
+from tests.support import RedisServer, ServerProcess
+from tests.token_support import (
+    dump_redis,
+    redis_now,
+    running_servers,
+    session_record,
+    settings_env,
+)
 
 AGENT = {"agent": "agence-immo-fr"}  # 300 s reserved
 RELEASE = "/api/token/release"
@@ -30,10 +36,8 @@ ALLOWED_ORIGIN = "https://www.onecallflow.test"
 
 @pytest.fixture(scope="module")
 def server(redis_url: str) -> Iterator[ServerProcess]:
-    env = settings_env(redis_url, ALLOWED_ORIGINS=ALLOWED_ORIGIN)
-    process = ServerProcess(env=env).start()
-    yield process
-    process.stop()
+    with running_servers([settings_env(redis_url, ALLOWED_ORIGINS=ALLOWED_ORIGIN)]) as started:
+        yield started[0]
 
 
 @pytest.fixture
@@ -170,3 +174,16 @@ async def test_refused_give_backs_change_nothing(
     assert replay.status_code == 409, replay.text
     assert (replay.json()["error"], replay.json()["reason"]) == ("not_releasable", "given_back")
     assert snapshot(redis_client) == after
+
+
+def test_redis_down_answers_503_unavailable(own_redis: RedisServer) -> None:
+    """Fail closed like the token endpoint: a clear 503 with Retry-After, at once (the page
+    does not wait on it for long, and the token frees itself when its window ends)."""
+    with running_servers([settings_env(own_redis.url)]) as (process,):
+        with httpx.Client(base_url=process.base_url, timeout=10) as client:
+            grant = client.post("/api/token", json=AGENT).json()
+            own_redis.stop()
+            down = give_back(client, grant)
+            assert down.status_code == 503, down.text
+            assert down.json()["error"] == "unavailable"
+            assert int(down.headers["retry-after"]) > 0

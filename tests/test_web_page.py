@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -325,11 +326,10 @@ def test_phone_sized_screen_has_no_sideways_scroll(server, browser: Browser, red
         context.close()
 
 
-def test_cancel_while_livekit_does_not_answer(
-    redis_url, redis_client, browser: Browser, tmp_path
-) -> None:
-    """A LiveKit host that accepts the connection and never answers (a black-holing
-    firewall): the visitor is not stuck; Cancel ends the attempt at once."""
+@contextmanager
+def silent_livekit(redis_url: str, browser: Browser) -> Iterator[tuple[ServerProcess, Page]]:
+    """A token server whose LIVEKIT_URL accepts the connection and never answers (a
+    black-holing firewall), and a page of a fresh browser context."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # the kernel completes handshakes; nobody ever reads or answers
@@ -339,22 +339,30 @@ def test_cancel_while_livekit_does_not_answer(
         ).start()
         context = browser.new_context(locale="en-US")
         try:
-            page = context.new_page()
-            recorder = Recorder().attach(page)
-            page.goto(f"{process.base_url}/?agent={showcase_ids()[0]}")
-            page.locator("#start").click()
-            expect(page.locator("#step")).to_have_text("Connecting to the call…")
-            cancel = page.locator("#end")
-            expect(cancel).to_be_focused()
-            expect(cancel).to_have_text("Cancel")
-            page.keyboard.press("Enter")
-            expect(page.locator("#notice")).to_have_text("You ended the call.")
-            expect(page.locator("#start")).to_be_focused()
-            expect(page.locator("#step")).to_have_text("")
-            recorder.assert_clean()
+            yield process, context.new_page()
         finally:
             context.close()
             process.stop()
+
+
+def test_cancel_while_livekit_does_not_answer(
+    redis_url, redis_client, browser: Browser, tmp_path
+) -> None:
+    """A LiveKit host that accepts the connection and never answers (a black-holing
+    firewall): the visitor is not stuck; Cancel ends the attempt at once."""
+    with silent_livekit(redis_url, browser) as (process, page):
+        recorder = Recorder().attach(page)
+        page.goto(f"{process.base_url}/?agent={showcase_ids()[0]}")
+        page.locator("#start").click()
+        expect(page.locator("#step")).to_have_text("Connecting to the call…")
+        cancel = page.locator("#end")
+        expect(cancel).to_be_focused()
+        expect(cancel).to_have_text("Cancel")
+        page.keyboard.press("Enter")
+        expect(page.locator("#notice")).to_have_text("You ended the call.")
+        expect(page.locator("#start")).to_be_focused()
+        expect(page.locator("#step")).to_have_text("")
+        recorder.assert_clean()
 
 
 def test_persona_withdrawn_after_the_list_loaded(server, page: Page, redis_url) -> None:
@@ -446,43 +454,31 @@ def test_cancel_gives_the_token_back_and_call_again_works(
 ) -> None:
     """The visitor presses Cancel while LiveKit does not answer (a black-holing firewall),
     then "Call again": a new token at once."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        port = silent.getsockname()[1]
-        process = ServerProcess(
-            env={"REDIS_URL": redis_url, "LIVEKIT_URL": f"ws://127.0.0.1:{port}"}
-        ).start()
-        context = browser.new_context(locale="en-US")
-        try:
-            page = context.new_page()
-            recorder = Recorder().attach(page)
-            page.goto(f"{process.base_url}/?agent={showcase_ids()[0]}")
-            expect(page.locator("#start")).to_be_focused()
-            with page.expect_response(lambda r: r.url.endswith("/api/token")) as first:
-                page.locator("#start").click()
-            assert first.value.status == 201
-            expect(page.locator("#step")).to_have_text("Connecting to the call…")
-            with page.expect_response(lambda r: r.url.endswith(GIVE_BACK)) as given:
-                page.locator("#end").click()
-            expect(page.locator("#notice")).to_have_text("You ended the call.")
-            assert given.value.status == 200
-            assert given.value.request.post_data_json == give_back_of(first.value)
+    with silent_livekit(redis_url, browser) as (process, page):
+        recorder = Recorder().attach(page)
+        page.goto(f"{process.base_url}/?agent={showcase_ids()[0]}")
+        expect(page.locator("#start")).to_be_focused()
+        with page.expect_response(lambda r: r.url.endswith("/api/token")) as first:
+            page.locator("#start").click()
+        assert first.value.status == 201
+        expect(page.locator("#step")).to_have_text("Connecting to the call…")
+        with page.expect_response(lambda r: r.url.endswith(GIVE_BACK)) as given:
+            page.locator("#end").click()
+        expect(page.locator("#notice")).to_have_text("You ended the call.")
+        assert given.value.status == 200
+        assert given.value.request.post_data_json == give_back_of(first.value)
 
-            with page.expect_response(lambda r: r.url.endswith("/api/token")) as second:
-                page.locator("#start").click()
-            assert second.value.status == 201, second.value.text()
-            expect(page.locator("#notice")).not_to_contain_text(IN_PROGRESS)
-            # Both records: the first given back, the second waiting to connect.
-            statuses = {
-                session_record(redis_client, r.json()["session_id"])["status"]
-                for r in (first.value, second.value)
-            }
-            assert statuses == {"given_back", "issued"}
-            recorder.assert_clean()
-        finally:
-            context.close()
-            process.stop()
+        with page.expect_response(lambda r: r.url.endswith("/api/token")) as second:
+            page.locator("#start").click()
+        assert second.value.status == 201, second.value.text()
+        expect(page.locator("#notice")).not_to_contain_text(IN_PROGRESS)
+        # Both records: the first given back, the second waiting to connect.
+        statuses = {
+            session_record(redis_client, r.json()["session_id"])["status"]
+            for r in (first.value, second.value)
+        }
+        assert statuses == {"given_back", "issued"}
+        recorder.assert_clean()
 
 
 def test_leaving_the_page_before_the_agent_came_gives_the_token_back(
@@ -490,29 +486,17 @@ def test_leaving_the_page_before_the_agent_came_gives_the_token_back(
 ) -> None:
     """The visitor closes the tab (here: navigates away) while the call is still connecting:
     the give-back is sent with keepalive, so it reaches the server after the page is gone."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        port = silent.getsockname()[1]
-        process = ServerProcess(
-            env={"REDIS_URL": redis_url, "LIVEKIT_URL": f"ws://127.0.0.1:{port}"}
-        ).start()
-        context = browser.new_context(locale="en-US")
-        try:
-            page = context.new_page()
-            page.goto(f"{process.base_url}/?agent={showcase_ids()[0]}")
-            expect(page.locator("#start")).to_be_focused()
-            with page.expect_response(lambda r: r.url.endswith("/api/token")) as first:
-                page.locator("#start").click()
-            session_id = first.value.json()["session_id"]
-            expect(page.locator("#step")).to_have_text("Connecting to the call…")
-            page.goto("about:blank")
-            wait_until(
-                lambda: session_record(redis_client, session_id).get("status") == "given_back",
-                timeout=15,
-            )
-            assert httpx.post(process.base_url + "/api/token", json={"agent": "agence-immo-fr"}
-                              ).status_code == 201  # fmt: skip
-        finally:
-            context.close()
-            process.stop()
+    with silent_livekit(redis_url, browser) as (process, page):
+        page.goto(f"{process.base_url}/?agent={showcase_ids()[0]}")
+        expect(page.locator("#start")).to_be_focused()
+        with page.expect_response(lambda r: r.url.endswith("/api/token")) as first:
+            page.locator("#start").click()
+        session_id = first.value.json()["session_id"]
+        expect(page.locator("#step")).to_have_text("Connecting to the call…")
+        page.goto("about:blank")
+        wait_until(
+            lambda: session_record(redis_client, session_id).get("status") == "given_back",
+            timeout=15,
+        )
+        assert httpx.post(process.base_url + "/api/token", json={"agent": "agence-immo-fr"}
+                          ).status_code == 201  # fmt: skip

@@ -74,10 +74,14 @@ class NetworkId:
 
 def aggregate_networks(address: IPAddress, networks: NetworkAggregates) -> list[NetworkLevel]:
     """The wider networks the address belongs to, one per configured prefix aggregate
-    (narrowest first), as text ("2001:db8:7700::/48") to hash: never stored as such."""
+    (narrowest first), as text to hash (never stored as such): the IP version, the prefix
+    length and the network's bits in hex ("v6/48/20010db80077" for 2001:db8:77::/48).
+    Integer arithmetic: building ipaddress networks cost the token path ~40 µs per IPv6
+    request."""
     address = carried_ipv4(address)
+    value, width = int(address), address.max_prefixlen
     return [
-        NetworkLevel(prefix, limits, str(ipaddress.ip_network((address, prefix), strict=False)))
+        NetworkLevel(prefix, limits, f"v{address.version}/{prefix}/{value >> (width - prefix):x}")
         for prefix, limits in networks.levels(address.version)
     ]
 

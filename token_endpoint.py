@@ -19,6 +19,7 @@ from api_errors import ApiError
 from livekit_token import DispatchInfo, mint_token, new_session_id, room_name
 from policies.admission import Refused
 from policies.client_address import request_address
+from policies.give_back import HASH_FIELD, new_release_secret
 from policies.pseudonyms import Salt, known_ua_family, ua_family
 from sessions.redis_conn import REDIS_ERRORS
 from sessions.store import SessionStore
@@ -38,10 +39,16 @@ OPTIONS_ANSWER = [(b"allow", b"OPTIONS, POST"), (b"cache-control", b"no-store")]
 REFUSAL_TEXT = {
     "blocked": "Access to the demo has been suspended for this connection.",
     "visitor_concurrent": "You already have a demo call in progress.",
+    "visitor_unjoined": "You already have a demo call waiting to connect.",
     "visitor_hourly": "You have reached the number of demo calls allowed per hour.",
     "visitor_daily": "You have reached the number of demo calls allowed today.",
     "visitor_minutes": "You have used today's demo minutes.",
+    "network_concurrent": "Too many demo calls are in progress from your network.",
+    "network_unjoined": "Too many demo calls are waiting to connect from your network.",
+    "network_hourly": "Your network has reached the number of demo calls allowed per hour.",
+    "network_daily": "Your network has reached the number of demo calls allowed today.",
     "global_concurrent": "All demo lines are busy right now.",
+    "global_unjoined": "All demo lines are busy right now.",
     "global_minutes": "The demo has reached its capacity for today.",
 }
 
@@ -130,6 +137,19 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
+def redis_unavailable(services: Services, operation: str, exc: Exception) -> ApiError:
+    """Redis did not answer: logged, counted, and a 503 for the client (fail closed)."""
+    log.error("redis unavailable", extra={"error": type(exc).__name__})
+    if services.ops:
+        services.ops.on_redis_error(operation)
+    return ApiError(
+        503,
+        "unavailable",
+        "The demo is temporarily unavailable. Please try again shortly.",
+        {"Retry-After": "5"},
+    )
+
+
 class PostEndpoint:
     """A plain ASGI app for one public POST route: its answer, or its ApiError in the
     common JSON shape."""
@@ -192,7 +212,12 @@ class TokenEndpoint(PostEndpoint):
         duration_s = services.policies.session_duration_s(persona.max_duration_s)
         session_id = new_session_id()
         room = room_name(session_id)
-        issued_at = await self.admission(scope, raw_headers, persona, session_id, room, duration_s)
+        # The page's way to give the token back unused (policies/give_back.py); only its
+        # keyed hash is recorded.
+        release_secret = new_release_secret()
+        issued_at = await self.admission(
+            scope, raw_headers, persona, session_id, room, duration_s, release_secret
+        )
         token = mint_token(
             api_key=settings.livekit_api_key,
             api_secret=settings.livekit_api_secret,
@@ -216,6 +241,7 @@ class TokenEndpoint(PostEndpoint):
             "agent": persona.public_card(duration_s),
             "expires_at": iso(issued_at + limits.session.join_window_s),
             "max_duration_s": duration_s,
+            "release_secret": release_secret,
         }
         return 201, json.dumps(payload, separators=(",", ":")).encode()
 
@@ -227,6 +253,7 @@ class TokenEndpoint(PostEndpoint):
         session_id: str,
         room: str,
         duration_s: int,
+        release_secret: str,
     ) -> float:
         """Decide and record admission in Redis; return the issue time (Redis clock)."""
         services = self.services
@@ -244,6 +271,7 @@ class TokenEndpoint(PostEndpoint):
         try:
             salt = await services.hasher.current_salt()
             visitor = services.hasher.visitor(salt, address)
+            networks = services.hasher.networks(salt, address, services.policies.limits.networks)
             record = {
                 "session_id": session_id,
                 "room": room,
@@ -254,6 +282,7 @@ class TokenEndpoint(PostEndpoint):
                 "max_duration_s": str(duration_s),
                 "join_window_s": str(services.policies.limits.session.join_window_s),
                 "status": "issued",
+                HASH_FIELD: services.give_back.digest(session_id, release_secret),
             }
             if family is not None:
                 record["ua"] = services.hasher.user_agent(salt, user_agent_text)
@@ -264,17 +293,10 @@ class TokenEndpoint(PostEndpoint):
                 persona=persona.id,
                 duration_s=duration_s,
                 record=record,
+                networks=networks,
             )
         except REDIS_ERRORS as exc:
-            log.error("redis unavailable", extra={"error": type(exc).__name__})
-            if services.ops:
-                services.ops.on_redis_error("admission")
-            raise ApiError(
-                503,
-                "unavailable",
-                "The demo is temporarily unavailable. Please try again shortly.",
-                {"Retry-After": "5"},
-            ) from exc
+            raise redis_unavailable(services, "admission", exc) from exc
         if isinstance(decision, Refused):
             # DEBUG: a flood would otherwise become a log flood; refusals are counted in the
             # hourly stats (Redis) and metrics, which is what ops read.

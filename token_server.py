@@ -27,12 +27,15 @@ from fastapi.responses import JSONResponse, Response
 from agents_catalog import Catalog, CatalogError, load_catalog
 from api_document import document_router
 from api_errors import NO_STORE, ApiError, error_response
+from give_back_endpoint import PATH as GIVE_BACK_PATH
+from give_back_endpoint import GiveBackEndpoint
 from http_limits import limited_http_protocol
 from logs import now_ms, setup_logging
 from ops.install import install_ops
 from ops.runtime import OpsRuntime
 from policies import Policies, PolicyError, load_policies
 from policies.admission import Admission
+from policies.give_back import GiveBack
 from policies.pseudonyms import VisitorHasher
 from sales import endpoint as sales_endpoint
 from sales.mail import smtp_config
@@ -64,6 +67,7 @@ class Services:
     admission: Admission
     request_rules: RequestRules
     requests: RequestStore
+    give_back: GiveBack
     pipelined: PipelinedRedis | None = None
     # Ops (ops/): showcase-aware catalogue, metrics, automatic defence; set by create_app.
     ops: OpsRuntime | None = None
@@ -74,7 +78,7 @@ class Services:
 # --- request guards ---------------------------------------------------------------------
 
 # Paths a page of another origin may not even reach: they write to Redis for the visitor.
-ORIGIN_CHECKED = frozenset({"/api/token", sales_endpoint.PATH})
+ORIGIN_CHECKED = frozenset({"/api/token", GIVE_BACK_PATH, sales_endpoint.PATH})
 
 
 def origin_allowed(origin: str, host: str | None, settings: Settings) -> bool:
@@ -193,16 +197,18 @@ def build_services(settings: Settings) -> Services:
         if PipelinedRedis.supports(settings.redis_url)
         else None
     )
+    admission = Admission(redis, policies, pipelined)
     return Services(
         settings=settings,
         policies=policies,
         catalog=catalog,
         hasher=VisitorHasher(redis, settings.visitor_hash_secret, policies.retention),
-        admission=Admission(redis, policies, pipelined),
+        admission=admission,
         request_rules=request_rules,
         requests=RequestStore(
             redis, policies.retention, request_rules, settings.visitor_hash_secret
         ),
+        give_back=GiveBack(redis, admission, settings.visitor_hash_secret),
         pipelined=pipelined,
     )
 
@@ -252,6 +258,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.fast_lane = {
         "/api/token": TokenEndpoint(services),
         sales_endpoint.PATH: sales_endpoint.RequestEndpoint(services),
+        GIVE_BACK_PATH: GiveBackEndpoint(services),
     }
 
     @app.exception_handler(ApiError)

@@ -170,9 +170,16 @@ def main() -> None:
     redis_server = RedisServer().start()
     policies = write_policies(
         Path(tempfile.mkdtemp(prefix="ocf-bench-")),
-        # The bill's ceiling out of the way so (b) is admitted for the whole run; the
-        # per-visitor limits stay as shipped so (c)'s visitor is refused.
-        limits={"global": {"concurrent_sessions": 10**9, "minutes_per_day": 10**12}},
+        # The bill's ceiling (and the global cap on unused tokens: (b) never joins) out of
+        # the way so (b) is admitted for the whole run; the per-visitor and per-network
+        # limits stay as shipped so (c)'s visitor is refused and (b) pays for the networks.
+        limits={
+            "global": {
+                "concurrent_sessions": 10**9,
+                "minutes_per_day": 10**12,
+                "unjoined_tokens": 10**9,
+            }
+        },
     )
     port = free_port()
     env = {
@@ -208,7 +215,8 @@ def main() -> None:
         many = [
             {
                 "Content-Type": "application/json",
-                "X-Forwarded-For": f"198.18.{i // 200}.{i % 200 + 1}",
+                # Each in its own /24: the /24 aggregate would refuse neighbours.
+                "X-Forwarded-For": f"198.18.{i}.7",
             }
             for i in range(200)
         ]

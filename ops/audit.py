@@ -22,7 +22,9 @@ BATCH = 500
 def policy_maxima(ctx: OpsContext) -> dict[str, int]:
     """The longest TTL each kind of key may have, from the policies that set it."""
     r = ctx.policies.retention
-    lease = ctx.policies.lease_s(ctx.policies.limits.session.max_duration_s) + 1
+    # admission.lua and claim.lua: a lease key outlives its latest lease by a second.
+    lease = ctx.policies.lease_ceiling_s + 1
+    unjoined = ctx.policies.admission_lease_s() + 1
     counters = DAY_S + 60  # admission.lua: day buckets outlive their day by a minute
     return {
         keys.SALT: r.salt_ttl_s,
@@ -31,6 +33,13 @@ def policy_maxima(ctx: OpsContext) -> dict[str, int]:
         keys.VISITOR_SESSIONS: r.pseudonym_ttl_s,
         keys.VISITOR_ACTIVE: lease,
         keys.GLOBAL_ACTIVE: lease,
+        keys.NETWORK_ACTIVE: lease,
+        keys.VISITOR_UNJOINED: unjoined,
+        keys.NETWORK_UNJOINED: unjoined,
+        # The never-joined sweeper's index outlives the tokens in it (admission.py).
+        keys.GLOBAL_UNJOINED: lease,
+        keys.NETWORK_HOUR: 3600 + 60,
+        keys.NETWORK_DAY: counters,
         keys.VISITOR_HOUR: 3600 + 60,
         keys.VISITOR_DAY: counters,
         keys.VISITOR_SECONDS: counters,

@@ -69,6 +69,7 @@ def _stats(result: Result) -> str:
         ("issued", lambda r: r["issued"]),
         ("refused", lambda r: r["refused"]),
         ("never joined", lambda r: r["never_joined"]),
+        ("given back", lambda r: r["given_back"]),
         ("minutes", lambda r: r["minutes"]),
         (f"cost {cur}", lambda r: f"{float(r['cost']):.2f}"),
         ("refusals by reason", lambda r: r["refusals"]),
@@ -137,8 +138,11 @@ def _kinds(counts: dict[str, int]) -> str:
 
 def _lookup(result: Result) -> str:
     found = result["found"]
+    shared = result["shared"]
     lines = [_pseudonyms(result), f"Found: {found['sessions']} session(s); keys by kind: "
-             f"{_kinds(found['keys_by_kind'])}", *_warning(result)]  # fmt: skip
+             f"{_kinds(found['keys_by_kind'])}",
+             f"Shared with the networks around the address: {_kinds(shared['keys_by_kind'])}",
+             *_warning(result)]  # fmt: skip
     columns = [
         ("issued (UTC)", lambda r: when(float(r.get("issued_at", 0)))),
         ("session", lambda r: r.get("session_id")),
@@ -162,6 +166,7 @@ def _lookup(result: Result) -> str:
 
 def _erase(result: Result) -> str:
     deleted, remaining, kept = result["deleted"], result["remaining"], result["kept"]
+    shared = result["shared"]
     calls = result["calls"]
     ended = (
         f"Calls ended: {calls['ended']} (LiveKit room deleted); no room: {calls['no_room']}; "
@@ -178,6 +183,7 @@ def _erase(result: Result) -> str:
             f"Kept: {_kinds(kept['keys_by_kind'])} ({kept['why']})",
             f"Remaining: {remaining['sessions']} session(s); keys: "
             f"{_kinds(remaining['keys_by_kind'])}",
+            f"Shared, kept: {_kinds(shared['keys_by_kind'])} ({shared['why']})",
             *_warning(result),
         ]
     )

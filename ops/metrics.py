@@ -46,7 +46,8 @@ class Metrics:
         )
         self.sessions_closed = Counter(
             "ocf_sessions_closed_by_ops",
-            "Sessions closed by the server side, by outcome (abandoned, never_joined).",
+            "Sessions closed outside the worker, by outcome (abandoned, never_joined, "
+            "given_back: the page gave its unused token back).",
             ["outcome"],
             registry=r,
         )

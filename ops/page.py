@@ -232,6 +232,7 @@ async def dashboard(runtime: OpsRuntime, token: str, notice: str | None = None) 
         ("Issued (24 h)", str(total["issued"])),
         ("Refused (24 h)", str(total["refused"])),
         ("Never joined (24 h)", str(total["never_joined"])),
+        ("Given back (24 h)", str(total["given_back"])),
         ("Minutes (24 h)", f"{float(total['minutes']):.1f}"),  # type: ignore[arg-type]
         (f"Est. cost (24 h, {stats['currency']})", f"{float(total['cost']):.2f}"),  # type: ignore[arg-type]
         ("Blocks", str(len(block_rows))),

@@ -43,7 +43,8 @@ class AutoBlock(_Strict):
     @model_validator(mode="after")
     def _visitor_reasons_only(self) -> AutoBlock:
         for reason in self.reasons:
-            if reason.is_capacity or reason == Refusal.BLOCKED:
+            # A network's share is used by everyone in it: a neighbour is not to blame.
+            if reason.is_capacity or reason.is_network or reason == Refusal.BLOCKED:
                 raise ValueError(f"auto_block.reasons: {reason.value} is not the visitor's doing")
         return self
 

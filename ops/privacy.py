@@ -6,6 +6,14 @@ be linked to anyone). Everything keyed by or holding one of those pseudonyms is 
 (`lookup`) or deleted (`erase`): session records, the visitor's session index, leases,
 counters, refusals. Hourly stats are counts with no pseudonym and stay.
 
+Prefix aggregates (limits.yaml `networks`: the /56, /48 or /24 around the address) are
+keyed by pseudonyms of those networks, made the same way. What they hold (sessions of the
+network in progress or not yet joined, counts per hour and day) belongs to everyone in the
+network, not to the person asking: `lookup` shows those keys apart, as shared; `erase`
+takes this person's sessions out of them (releasing a session does) and keeps the counts,
+which expire within a day. Deleting them would erase other people's counts too, and
+hand whoever asks a reset of their whole network's limits.
+
 Both first check that this process hashes with the VISITOR_HASH_SECRET the data was made
 with (its fingerprint in Redis, written by the token server): with another secret an
 address matches nothing, and "0 deleted" would be a false answer.
@@ -37,6 +45,11 @@ KEPT_WHY = (
     "security blocks and failed ops sign-ins stay until they expire: the privacy policy "
     "allows keeping what abuse prevention needs"
 )
+SHARED_WHY = (
+    "counters of the networks around the address (prefix aggregates) are shared by "
+    "everyone in them: this address's sessions are taken out of them, the counts stay "
+    "until they expire (within a day)"
+)
 ERASED = "erased"
 
 
@@ -54,6 +67,9 @@ class Found:
     pseudonyms: list[dict[str, object]]
     sessions: dict[str, dict[str, str]] = field(default_factory=dict)
     keys: dict[str, int] = field(default_factory=dict)  # key -> TTL seconds
+    # The networks around the address (prefix aggregates) and their shared keys -> TTL.
+    networks: list[dict[str, object]] = field(default_factory=list)
+    network_keys: dict[str, int] = field(default_factory=dict)
 
     def summary(self, exclude: tuple[str, ...] = ()) -> dict[str, object]:
         kinds = Counter(keys.kind_of(k) for k in self.keys)
@@ -113,18 +129,25 @@ async def _discover(ctx: OpsContext, ip: str) -> Found:
 
     session_ids: set[str] = set()
     for visitor in visitors:
-        names = [keys.visitor_sessions(visitor), keys.visitor_active(visitor), keys.block(visitor)]
-        for kind in (*keys.VISITOR_BUCKET_KINDS, keys.SIGNIN):
-            names += [
-                text(k)
-                async for k in ctx.redis.scan_iter(match=keys.pattern(kind, visitor), count=500)
-            ]
-        async with ctx.redis.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.ttl(name)
-            ttls = await pipe.execute()
-        found.keys.update({n: int(t) for n, t in zip(names, ttls, strict=True) if int(t) != -2})
+        names = [
+            keys.visitor_sessions(visitor),
+            keys.visitor_active(visitor),
+            keys.visitor_unjoined(visitor),
+            keys.block(visitor),
+        ]
+        names += await _scan(ctx, (*keys.VISITOR_BUCKET_KINDS, keys.SIGNIN), visitor)
+        found.keys.update(await _ttls(ctx, names))
         session_ids |= {text(m) for m in await ctx.redis.smembers(keys.visitor_sessions(visitor))}
+    for salt in salts:
+        for network in ctx.hasher.networks(salt, address, ctx.policies.limits.networks):
+            found.networks.append(
+                {"salt_period": salt.period, "prefix": network.prefix,
+                 "network": network.pseudonym}
+            )  # fmt: skip
+            net = network.pseudonym
+            names = [keys.network_active(net), keys.network_unjoined(net)]
+            names += await _scan(ctx, keys.NETWORK_BUCKET_KINDS, net)
+            found.network_keys.update(await _ttls(ctx, names))
     # The index can lose a member (different TTLs, an index written by an older version):
     # a scan of the records by their visitor field makes sure nothing is missed.
     async for view in scan_sessions(ctx.redis):
@@ -138,6 +161,29 @@ async def _discover(ctx: OpsContext, ip: str) -> Found:
     return found
 
 
+async def _scan(ctx: OpsContext, kinds: tuple[str, ...], owner: str) -> list[str]:
+    """Every hour/day bucket key of these kinds under one pseudonym."""
+    return [
+        text(k)
+        for kind in kinds
+        async for k in ctx.redis.scan_iter(match=keys.pattern(kind, owner), count=500)
+    ]
+
+
+async def _ttls(ctx: OpsContext, names: list[str]) -> dict[str, int]:
+    """The keys that exist among `names`, with their TTL."""
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.ttl(name)
+        ttls = await pipe.execute()
+    return {n: int(t) for n, t in zip(names, ttls, strict=True) if int(t) != -2}
+
+
+def _shared(found: Found) -> dict[str, object]:
+    kinds = Counter(keys.kind_of(k) for k in found.network_keys)
+    return {"keys_by_kind": dict(sorted(kinds.items())), "why": SHARED_WHY}
+
+
 async def lookup(ctx: OpsContext, ip: str) -> dict[str, object]:
     others = await check_secret(ctx)
     found = await _discover(ctx, ip)
@@ -149,6 +195,14 @@ async def lookup(ctx: OpsContext, ip: str) -> dict[str, object]:
         "keys": [
             {"key": k, "kind": keys.kind_of(k), "ttl_s": t} for k, t in sorted(found.keys.items())
         ],
+        "networks": found.networks,
+        "shared": {
+            **_shared(found),
+            "keys": [
+                {"key": k, "kind": keys.kind_of(k), "ttl_s": t}
+                for k, t in sorted(found.network_keys.items())
+            ],
+        },
         **_warning(others),
     }
 
@@ -192,8 +246,13 @@ async def erase(ctx: OpsContext, ip: str) -> dict[str, object]:
         async with ctx.redis.pipeline(transaction=True) as pipe:
             pipe.delete(*names)
             if found.sessions:
-                # Their slots in the global concurrency set name the sessions: free them too.
+                # The global sets name the sessions: take them out too (release did for
+                # open ones; this covers records it could not read).
                 pipe.zrem(keys.global_active(), *found.sessions)
+                pipe.zrem(keys.global_unjoined(), *found.sessions)
+                for name in found.network_keys:
+                    if keys.kind_of(name) in (keys.NETWORK_ACTIVE, keys.NETWORK_UNJOINED):
+                        pipe.zrem(name, *found.sessions)
             await pipe.execute()
     after = await _discover(ctx, ip)
     return {
@@ -206,6 +265,7 @@ async def erase(ctx: OpsContext, ip: str) -> dict[str, object]:
             "keys_by_kind": dict(sorted(Counter(keys.kind_of(k) for k in kept).items())),
             "why": KEPT_WHY,
         },
+        "shared": _shared(after),
         "remaining": after.summary(exclude=SECURITY_KINDS),
         **_warning(others),
     }

@@ -100,6 +100,9 @@ class Bucket:
             "sessions": dict(sorted(self.statuses.items())),
             "end_reasons": dict(sorted(self.end_reasons.items())),
             "never_joined": self.statuses.get("never_joined", 0),
+            # Tokens the page gave back unused (its connection failed, or the visitor
+            # cancelled): a high count says LiveKit is out of many visitors' reach.
+            "given_back": self.statuses.get("given_back", 0),
             "minutes": round(self.minutes, 2),
             "cost": round(self.cost, 4),
         }

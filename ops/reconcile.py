@@ -4,10 +4,11 @@
   still open: the worker crashed or was killed. The record gets an end time, a duration and
   reason `abandoned`; the slot is released and unused minutes refunded.
 - `expire_unjoined`: a token nobody used to join within its window: released with reason
-  `never_joined` so its slot and reserved minutes come back before the lease runs out.
-  Only a session still `issued` is closed, checked inside the release script itself: a
-  worker claiming the session at that instant (policies/claim.lua) either comes first and
-  the sweeper leaves its call alone, or finds the session closed and declines the job.
+  `never_joined` so its reserved minutes come back (its slots' leases ran out with the
+  window). Only a session still `issued` is closed, checked inside the release script
+  itself: a worker claiming the session at that instant (policies/claim.lua) either comes
+  first and the sweeper leaves its call alone, or finds the session closed and declines
+  the job.
 
 Both go through Admission.release (release.lua), which acts once per session: whichever of
 the worker, a webhook delivery or the sweeper comes first closes the record, every later
@@ -75,10 +76,17 @@ async def abandon(
 async def expire_unjoined(ctx: OpsContext, now: float | None = None) -> list[str]:
     """Release every open session whose token was never used to join; returns their ids.
 
-    Open sessions are the members of the global lease set, so this costs one read per
-    live session, not a scan of every record. `now` is Redis' clock (issue times are)."""
+    Unclaimed sessions are the members of the global unjoined index (admission adds them,
+    a claim or a release takes them out; admission never prunes it, so a token stays there
+    after its window until closed), plus the global lease set for sessions admitted before
+    that index existed: one read per open session, not a scan of every record. `now` is
+    Redis' clock (issue times are)."""
     now = await redis_clock(ctx.redis) if now is None else now
-    members = [text(m) for m in await ctx.redis.zrange(keys.global_active(), 0, -1)]
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        pipe.zrangebyscore(keys.global_unjoined(), "-inf", now)
+        pipe.zrange(keys.global_active(), 0, -1)
+        overdue, active = await pipe.execute()
+    members = sorted({text(m) for m in (*overdue, *active)})
     if not members:
         return []
     async with ctx.redis.pipeline(transaction=False) as pipe:
@@ -89,11 +97,15 @@ async def expire_unjoined(ctx: OpsContext, now: float | None = None) -> list[str
         rows = await pipe.execute()
     margin = ctx.policies.limits.session.lease_margin_s
     expired = []
+    gone = []
     for session_id, row in zip(members, rows, strict=True):
         status, issued_at, join_window, released_at = (
             text(v) if v is not None else None for v in row
         )
-        if status != "issued" or issued_at is None or released_at is not None:
+        if issued_at is None:
+            gone.append(session_id)  # record expired or erased: nothing left to close
+            continue
+        if status != "issued" or released_at is not None:
             continue
         window = float(join_window or ctx.policies.limits.session.join_window_s)
         if now <= float(issued_at) + window + margin:
@@ -103,6 +115,8 @@ async def expire_unjoined(ctx: OpsContext, now: float | None = None) -> list[str
         )
         if result.released:
             expired.append(session_id)
+    if gone:
+        await ctx.redis.zrem(keys.global_unjoined(), *gone)
     if expired:
         log.info("sessions never joined", extra={"count": len(expired)})
     return expired

@@ -1,7 +1,7 @@
 """Reading session records for ops: scan, parse, and the status a record really has now.
 
 A record's `status` is what was last written (issued, started, ended, abandoned,
-never_joined). A token nobody used stays `issued` until the sweeper closes it; readers
+never_joined, given_back). A token nobody used stays `issued` until the sweeper closes it; readers
 already count it as `never_joined` once its join window (plus the lease margin) is over,
 so stats are right even between sweeps.
 """
@@ -17,7 +17,7 @@ from policies import keys
 from policies.model import Policies
 
 BATCH = 200
-CLOSED = ("ended", "abandoned", "never_joined")
+CLOSED = ("ended", "abandoned", "never_joined", "given_back")
 
 
 def text(value: object) -> str:

@@ -36,6 +36,9 @@ class OpsRuntime:
     def on_issued(self, persona: str) -> None:
         self.metrics.tokens_issued.labels(persona).inc()
 
+    def on_given_back(self) -> None:
+        self.metrics.sessions_closed.labels("given_back").inc()
+
     def on_redis_error(self, operation: str) -> None:
         self.metrics.redis_errors.labels(operation).inc()
 

@@ -2,14 +2,18 @@
 
 The script (admission.lua) checks the block list (under the visitor's pseudonym and, while
 its salt lives, the previous period's: see policies/pseudonyms.py), the visitor's
-concurrency, hourly, daily and minute limits, then the global concurrency and daily
-minutes (the bill's ceiling); if admitted it takes the slots, reserves the minutes and
-writes the session record, all in one atomic round trip. `release` (release.lua) gives a
-slot back and refunds unused minutes, exactly once per session.
+concurrency, unjoined tokens, hourly, daily and minute limits, then each prefix aggregate
+the address belongs to (concurrency, unjoined tokens, hourly, daily: limits.yaml
+`networks`), then the global concurrency, unjoined tokens and daily minutes (the bill's
+ceiling); if admitted it takes the slots until the join deadline, counts the token as
+unjoined, reserves the minutes and writes the session record, all in one atomic round
+trip. The worker's claim (claim.lua) then holds the slots for the call. `release`
+(release.lua) gives every slot back and refunds unused minutes, exactly once per session.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -20,7 +24,7 @@ from redis.exceptions import ResponseError
 
 from policies import keys
 from policies.model import Policies
-from policies.pseudonyms import VisitorId
+from policies.pseudonyms import NetworkId, VisitorId
 from sessions.pipelined_redis import PipelinedRedis
 
 _HERE = Path(__file__).resolve().parent
@@ -29,16 +33,27 @@ _HERE = Path(__file__).resolve().parent
 class Refusal(StrEnum):
     BLOCKED = "blocked"
     VISITOR_CONCURRENT = "visitor_concurrent"
+    VISITOR_UNJOINED = "visitor_unjoined"
     VISITOR_HOURLY = "visitor_hourly"
     VISITOR_DAILY = "visitor_daily"
     VISITOR_MINUTES = "visitor_minutes"
+    NETWORK_CONCURRENT = "network_concurrent"
+    NETWORK_UNJOINED = "network_unjoined"
+    NETWORK_HOURLY = "network_hourly"
+    NETWORK_DAILY = "network_daily"
     GLOBAL_CONCURRENT = "global_concurrent"
+    GLOBAL_UNJOINED = "global_unjoined"
     GLOBAL_MINUTES = "global_minutes"
 
     @property
     def is_capacity(self) -> bool:
         """The whole demo is full (not this visitor's fault)."""
-        return self in (Refusal.GLOBAL_CONCURRENT, Refusal.GLOBAL_MINUTES)
+        return self in (Refusal.GLOBAL_CONCURRENT, Refusal.GLOBAL_UNJOINED, Refusal.GLOBAL_MINUTES)
+
+    @property
+    def is_network(self) -> bool:
+        """The visitor's wider network reached its share: others in it may be the cause."""
+        return self.value.startswith("network_")
 
 
 @dataclass(frozen=True)
@@ -89,17 +104,36 @@ class Admission:
         persona: str,
         duration_s: int,
         record: dict[str, str],
+        networks: Sequence[NetworkId] = (),
     ) -> Admitted | Refused:
-        limits = self._policies.limits
-        retention = self._policies.retention
-        fields = [part for item in record.items() for part in item]
+        """`networks`: the prefix aggregates the visitor's address belongs to, narrowest
+        first (VisitorHasher.networks); none for callers that have no address."""
+        policies = self._policies
+        limits = policies.limits
+        retention = policies.retention
         script_keys = [
             keys.session(session_id),
             keys.visitor_active(visitor),
             keys.global_active(),
             keys.block(visitor),
             keys.visitor_sessions(visitor),
+            keys.visitor_unjoined(visitor),
+            keys.global_unjoined(),
         ]
+        network_args: list[str | int] = []
+        for network in networks:
+            script_keys += [
+                keys.network_active(network.pseudonym),
+                keys.network_unjoined(network.pseudonym),
+            ]
+            caps = network.limits
+            network_args += [
+                network.pseudonym,
+                caps.concurrent_sessions,
+                caps.sessions_per_hour,
+                caps.sessions_per_day,
+                caps.unjoined_tokens,
+            ]
         previous = visitor.previous if isinstance(visitor, VisitorId) else None
         if previous:
             script_keys.append(keys.block(previous))
@@ -109,17 +143,23 @@ class Admission:
             session_id,
             persona,
             duration_s,
-            self._policies.lease_s(duration_s),
+            policies.admission_lease_s(),
             limits.visitor.concurrent_sessions,
             limits.visitor.sessions_per_hour,
             limits.visitor.sessions_per_day,
             limits.visitor.minutes_per_day * 60,
+            limits.visitor.unjoined_tokens,
             limits.global_.concurrent_sessions,
             limits.global_.minutes_per_day * 60,
+            limits.global_.unjoined_tokens,
             retention.session_ttl_s,
             retention.pseudonym_ttl_s,
             retention.session_ttl_s,
-            *fields,
+            # The sweeper reads expired tokens from the global index: it outlives them.
+            policies.lease_ceiling_s + 1,
+            len(networks),
+            *network_args,
+            *(part for item in record.items() for part in item),
         ]
         if self._pipelined is not None:
             reply = await self._pipelined.evalsha(
@@ -148,7 +188,7 @@ class Admission:
         atomic step (the never-joined sweeper must not close a session claimed meanwhile)."""
         fields = [part for item in (extra or {}).items() for part in item]
         result = await self._release(
-            keys=[keys.session(session_id), keys.global_active()],
+            keys=[keys.session(session_id), keys.global_active(), keys.global_unjoined()],
             args=[
                 keys.PREFIX,
                 session_id,

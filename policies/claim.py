@@ -71,7 +71,7 @@ class Claims:
         if not job_id:
             raise ValueError("a claim needs the job's id")
         result = await self._claim(
-            keys=[keys.session(session_id), keys.global_active()],
+            keys=[keys.session(session_id), keys.global_active(), keys.global_unjoined()],
             args=[
                 keys.PREFIX,
                 session_id,

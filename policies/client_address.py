@@ -30,6 +30,33 @@ def parse_ip(value: str) -> IPAddress | None:
     return address
 
 
+# The carriers' prefixes, as the address's leading bits (integer tests: this runs on every
+# token request, where ipaddress's network objects cost tens of microseconds).
+_MAPPED = 0xFFFF  # ::ffff:0:0/96, bits above the IPv4 part
+_NAT64 = int(ipaddress.IPv6Address("64:ff9b::")) >> 32  # 64:ff9b::/96
+_6TO4 = 0x2002  # 2002::/16, the IPv4 in the next 32 bits
+_TEREDO = 0x20010000  # 2001::/32, the client's IPv4 inverted in the last 32 bits
+_LOW32 = 0xFFFFFFFF
+
+
+def carried_ipv4(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 one carries, else the address itself. Whoever holds one IPv4
+    address also holds its IPv4-mapped and NAT64 forms, and with 6to4 a whole /48 (65,536
+    /64s): each form must count as that IPv4, or it is as many visitors as it has forms.
+    Teredo carries the client's public IPv4 (its NAT's), which is who it is too."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address
+    value = int(address)
+    top96 = value >> 32
+    if top96 in (_MAPPED, _NAT64):
+        return ipaddress.IPv4Address(value & _LOW32)
+    if value >> 112 == _6TO4:
+        return ipaddress.IPv4Address((value >> 80) & _LOW32)
+    if value >> 96 == _TEREDO:
+        return ipaddress.IPv4Address(~value & _LOW32)
+    return address
+
+
 def _trusted(address: IPAddress, networks: Iterable[Network]) -> bool:
     return any(address in net for net in networks)
 

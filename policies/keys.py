@@ -19,8 +19,16 @@ VISITOR_HOUR = "vh"
 VISITOR_DAY = "vd"
 VISITOR_SECONDS = "vm"  # seconds of call time reserved today
 VISITOR_REFUSALS = "vr"  # refusals today (automatic defence)
+VISITOR_UNJOINED = "vun"  # zset: session id -> join deadline, tokens not yet claimed
 GLOBAL_ACTIVE = "gact"
 GLOBAL_SECONDS = "gm"
+GLOBAL_UNJOINED = "gun"  # zset like vun for everyone: also the never-joined sweeper's index
+# Prefix aggregates (limits.yaml `networks`), keyed by a network pseudonym (policies/
+# pseudonyms.py: a keyed hash of the network, like a visitor's of its address).
+NETWORK_ACTIVE = "nact"
+NETWORK_UNJOINED = "nun"
+NETWORK_HOUR = "nh"
+NETWORK_DAY = "nd"
 BLOCK = "block"
 STATS = "stats"  # hash per hour bucket: issued, refusals by reason, per persona
 SHOWCASE = "showcase"  # sales' run-time override of the catalogue (ops)
@@ -53,6 +61,22 @@ def visitor_active(visitor: str) -> str:
 
 def global_active() -> str:
     return f"{PREFIX}{GLOBAL_ACTIVE}"
+
+
+def visitor_unjoined(visitor: str) -> str:
+    return f"{PREFIX}{VISITOR_UNJOINED}:{visitor}"
+
+
+def global_unjoined() -> str:
+    return f"{PREFIX}{GLOBAL_UNJOINED}"
+
+
+def network_active(network: str) -> str:
+    return f"{PREFIX}{NETWORK_ACTIVE}:{network}"
+
+
+def network_unjoined(network: str) -> str:
+    return f"{PREFIX}{NETWORK_UNJOINED}:{network}"
 
 
 def block(visitor: str) -> str:
@@ -118,3 +142,5 @@ def pattern(kind: str, *parts: str) -> str:
 VISITOR_BUCKET_KINDS = (
     VISITOR_HOUR, VISITOR_DAY, VISITOR_SECONDS, VISITOR_REFUSALS, REQUESTS_VISITOR_DAY,
 )  # fmt: skip
+# Per-network counters, one key per hour or day bucket (shared by everyone in the network).
+NETWORK_BUCKET_KINDS = (NETWORK_HOUR, NETWORK_DAY)

@@ -78,11 +78,53 @@ class VisitorLimits(_Strict):
     sessions_per_hour: Positive
     sessions_per_day: Positive
     minutes_per_day: Positive
+    # Tokens issued and not yet claimed by the worker (nobody joined with them yet).
+    unjoined_tokens: Positive
+
+
+class NetworkLimits(_Strict):
+    """One prefix aggregate: every visitor whose address falls in the same network of
+    this prefix length counts here too (limits.yaml `networks`)."""
+
+    concurrent_sessions: Positive
+    sessions_per_hour: Positive
+    sessions_per_day: Positive
+    unjoined_tokens: Positive
+
+
+# A visitor is one IPv4 address or one IPv6 /64: an aggregate is a wider network.
+_IPV4_PREFIXES = range(8, 32)
+_IPV6_PREFIXES = range(16, 64)
+
+
+class NetworkAggregates(_Strict):
+    ipv4: dict[int, NetworkLimits] = Field(default_factory=dict)
+    ipv6: dict[int, NetworkLimits] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _wider_than_a_visitor(self) -> NetworkAggregates:
+        for family, prefixes, allowed in (
+            ("ipv4", self.ipv4, _IPV4_PREFIXES),
+            ("ipv6", self.ipv6, _IPV6_PREFIXES),
+        ):
+            for prefix in prefixes:
+                if prefix not in allowed:
+                    raise ValueError(
+                        f"{family} prefix /{prefix}: an aggregate must be wider than one "
+                        f"visitor (/{allowed.start} to /{allowed.stop - 1})"
+                    )
+        return self
+
+    def levels(self, version: int) -> list[tuple[int, NetworkLimits]]:
+        """The aggregates for an address of this IP version, narrowest first."""
+        table = self.ipv4 if version == 4 else self.ipv6
+        return sorted(table.items(), reverse=True)
 
 
 class GlobalLimits(_Strict):
     concurrent_sessions: Positive
     minutes_per_day: Positive
+    unjoined_tokens: Positive
 
 
 class SessionLimits(_Strict):
@@ -112,6 +154,7 @@ class Limits(_Strict):
     session: SessionLimits
     room: RoomLimits
     http: HttpLimits
+    networks: NetworkAggregates
 
     @model_validator(mode="after")
     def _coherent(self) -> Limits:
@@ -131,9 +174,23 @@ class Policies(_Strict):
         cap = self.limits.session.max_duration_s
         return min(cap, persona_max_s) if persona_max_s else cap
 
-    def lease_s(self, duration_s: int) -> int:
+    def admission_lease_s(self) -> int:
+        """What admission holds a slot for: the join window (+ margin). The worker's claim
+        (policies/claim.lua) raises the lease to cover the call; a token nobody uses gives
+        its slot back when the window is over, not after a whole call's length."""
         s = self.limits.session
-        return s.join_window_s + duration_s + s.lease_margin_s
+        return s.join_window_s + s.lease_margin_s
+
+    def call_lease_s(self, duration_s: int) -> int:
+        """The lease from the claim on: the call's reserved duration (+ margin)."""
+        return duration_s + self.limits.session.lease_margin_s
+
+    @property
+    def lease_ceiling_s(self) -> int:
+        """No lease key is ever set to live longer than this (the audit's bound): admission
+        holds the join window + margin, a claim the call + margin, each from its moment."""
+        s = self.limits.session
+        return s.join_window_s + s.max_duration_s + s.lease_margin_s
 
 
 def _load_yaml(path: Path) -> object:

@@ -5,6 +5,9 @@ The pepper (VISITOR_HASH_SECRET) never leaves the process; the salt is random pe
 and lives in Redis only as long as the retention policy allows, so when it expires the
 old pseudonyms can no longer be linked to any address, even by us.
 
+The wider networks an address belongs to (the prefix aggregates of limits.yaml) get
+pseudonyms the same way, under their own kind: admission counts them like visitors.
+
 A salt rotation must not lift a block (a block may last up to `blocks.max_days`, the salt
 period at most): a visitor's pseudonym also carries the same address's pseudonym under the
 previous period's salt, which Redis keeps anyway for access and erasure, and admission
@@ -29,8 +32,8 @@ from redis.asyncio import Redis
 from ua_parser import parse as parse_ua
 
 from policies import keys
-from policies.client_address import IPAddress
-from policies.model import Retention
+from policies.client_address import IPAddress, carried_ipv4
+from policies.model import NetworkAggregates, NetworkLimits, Retention
 from sessions.redis_conn import redis_clock
 
 # How often a process re-asserts its cached salt in Redis: if Redis lost its data, every
@@ -45,10 +48,42 @@ _HERE = Path(__file__).resolve().parent
 
 
 def normalise_ip(address: IPAddress) -> str:
-    """IPv6 addresses are reduced to their /64 (one subscriber's network)."""
+    """An address that carries an IPv4 one is that IPv4 (client_address.carried_ipv4);
+    other IPv6 addresses are reduced to their /64 (one subscriber's network)."""
+    address = carried_ipv4(address)
     if isinstance(address, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((address, 64), strict=False).network_address) + "/64"
     return str(address)
+
+
+@dataclass(frozen=True)
+class NetworkLevel:
+    prefix: int
+    limits: NetworkLimits
+    network: str  # the network's text: hashed at once, held only in this request's memory
+
+
+@dataclass(frozen=True)
+class NetworkId:
+    """A prefix aggregate's pseudonym, with the limits that apply to it."""
+
+    pseudonym: str
+    prefix: int
+    limits: NetworkLimits
+
+
+def aggregate_networks(address: IPAddress, networks: NetworkAggregates) -> list[NetworkLevel]:
+    """The wider networks the address belongs to, one per configured prefix aggregate
+    (narrowest first), as text to hash (never stored as such): the IP version, the prefix
+    length and the network's bits in hex ("v6/48/20010db80077" for 2001:db8:77::/48).
+    Integer arithmetic: building ipaddress networks cost the token path ~40 µs per IPv6
+    request."""
+    address = carried_ipv4(address)
+    value, width = int(address), address.max_prefixlen
+    return [
+        NetworkLevel(prefix, limits, f"v{address.version}/{prefix}/{value >> (width - prefix):x}")
+        for prefix, limits in networks.levels(address.version)
+    ]
 
 
 @dataclass(frozen=True)
@@ -286,6 +321,16 @@ class VisitorHasher:
         if salt.previous is not None:
             previous = self.pseudonym(Salt(salt.period - 1, salt.previous), "ip", value)
         return VisitorId(self.pseudonym(salt, "ip", value), previous)
+
+    def networks(
+        self, salt: Salt, address: IPAddress, networks: NetworkAggregates
+    ) -> list[NetworkId]:
+        """The address's prefix aggregates as pseudonyms: keyed and salted like a visitor's,
+        under their own kind, so a network and an address never share a pseudonym."""
+        return [
+            NetworkId(self.pseudonym(salt, "net", level.network), level.prefix, level.limits)
+            for level in aggregate_networks(address, networks)
+        ]
 
     def user_agent(self, salt: Salt, user_agent: str) -> str:
         return self.pseudonym(salt, "ua", user_agent)

@@ -2,7 +2,7 @@
 -- Idempotent: the first call releases, every later call (worker retry, duplicate webhook)
 -- changes nothing and says so.
 --
--- KEYS[1] session record  KEYS[2] global active leases
+-- KEYS[1] session record  KEYS[2] global active leases  KEYS[3] global unjoined tokens
 -- ARGV: prefix, session_id, used_s, reason, only_if_status ('' for any), then extra record
 --       field/value pairs to set
 -- only_if_status lets the never-joined sweeper close a session only while it is still
@@ -14,7 +14,7 @@ local only_if_status = ARGV[5]
 
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'unknown'} end
 local rec = redis.call('HMGET', KEYS[1], 'visitor', 'day', 'reserved_s', 'released_at',
-                      'release_reason', 'status')
+                      'release_reason', 'status', 'nets')
 if rec[4] then return {0, 'already_released', rec[5] or ''} end
 if only_if_status ~= '' and rec[6] ~= only_if_status then
   return {0, 'status_changed', rec[6] or ''}
@@ -24,12 +24,24 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local visitor, day, reserved = rec[1], rec[2], tonumber(rec[3] or '0')
 
-redis.call('ZREM', prefix .. 'vact:' .. visitor, session_id)
-redis.call('ZREM', KEYS[2], session_id)
+-- Every slot the session holds, and its place among the unjoined tokens if never claimed:
+-- the visitor's, its networks' (their pseudonyms are in the record) and everyone's.
+local held = {KEYS[2], KEYS[3]}
+if visitor then
+  held[#held + 1] = prefix .. 'vact:' .. visitor
+  held[#held + 1] = prefix .. 'vun:' .. visitor
+end
+for net in string.gmatch(rec[7] or '', '%S+') do
+  held[#held + 1] = prefix .. 'nact:' .. net
+  held[#held + 1] = prefix .. 'nun:' .. net
+end
+for _, key in ipairs(held) do redis.call('ZREM', key, session_id) end
 
 local refund = math.max(0, reserved - math.ceil(used))
 -- Only refund a counter that still exists: a day already over has expired on its own.
-for _, key in ipairs({prefix .. 'vm:' .. visitor .. ':' .. day, prefix .. 'gm:' .. day}) do
+local counters = {prefix .. 'gm:' .. day}
+if visitor then counters[2] = prefix .. 'vm:' .. visitor .. ':' .. day end
+for _, key in ipairs(counters) do
   if refund > 0 and redis.call('EXISTS', key) == 1 then
     local left = redis.call('DECRBY', key, refund)
     if left < 0 then redis.call('SET', key, 0, 'KEEPTTL') end

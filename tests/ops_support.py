@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -21,7 +22,7 @@ import yaml
 from livekit import api
 
 from tests.support import ROOT, RedisServer, ServerProcess, write_policies
-from tests.token_support import API_KEY, API_SECRET, settings_env
+from tests.token_support import API_KEY, API_SECRET, roomy_caps, settings_env
 
 OPS_TOKEN = "ops-token-for-tests-0123456789-abcdefghijkl"
 METRICS_TOKEN = "metrics-token-for-tests-9876543210-zyxwvu"
@@ -63,12 +64,13 @@ def run_ops(
 def running_ops_stack(
     policies_dir: Path | None = None, **extra: str
 ) -> Iterator[tuple[ServerProcess, RedisServer, dict[str, str]]]:
-    """A Redis of its own and a token server on it (with POLICIES_DIR when given); the
-    environment is the one the CLI needs too."""
+    """A Redis of its own and a token server on it (POLICIES_DIR: the one given, else
+    write_ops_policies' defaults); the environment is the one the CLI needs too."""
     server_redis = RedisServer().start()
     try:
-        if policies_dir is not None:
-            extra["POLICIES_DIR"] = str(policies_dir)
+        if policies_dir is None:
+            policies_dir = write_ops_policies(Path(tempfile.mkdtemp(prefix="ocf-ops-policies-")))
+        extra["POLICIES_DIR"] = str(policies_dir)
         env = ops_env(server_redis.url, **extra)
         server = ServerProcess(env=env).start()
         try:
@@ -81,8 +83,10 @@ def running_ops_stack(
 
 def write_ops_policies(directory: Path, **sections: dict[str, Any]) -> Path:
     """The shipped policies, with sections of ops.yaml replaced in part (e.g.
-    `auto_block={"refusals_per_day": 4}`); limits and retention as shipped."""
-    write_policies(directory)
+    `auto_block={"refusals_per_day": 4}`); retention as shipped, limits too but for the
+    unjoined-token caps and prefix aggregates (roomy_caps): ops tests give tokens to many
+    neighbouring documentation addresses and never join with them."""
+    write_policies(directory, limits=roomy_caps())
     rules = yaml.safe_load((ROOT / "policies" / "ops.yaml").read_text())
     for name, values in sections.items():
         rules[name].update(values)

@@ -75,13 +75,14 @@ async def test_release_refunds_unused_time_and_frees_the_slot_once(
 
     session_id, decision = await admit(admission, visitor, 300)
     assert isinstance(decision, Admitted)
+    # Held for the join window (+ margin) until a worker claims the session.
     assert decision.lease_expires_at - decision.issued_at == pytest.approx(
-        policies.lease_s(300), abs=0.01
+        policies.admission_lease_s(), abs=0.01
     )
     _, second = await admit(admission, visitor, 300)
     assert isinstance(second, Refused)
     assert second.reason == Refusal.VISITOR_CONCURRENT
-    assert 0 < second.retry_after_s <= policies.lease_s(300)
+    assert 0 < second.retry_after_s <= policies.admission_lease_s()
     assert reserved(redis_client, visitor) == (300, 300)
     ttl_before = redis_client.ttl(keys.session(session_id))
 
@@ -140,14 +141,14 @@ async def test_release_edge_cases(aredis: Redis, redis_client: redis.Redis) -> N
 
 
 def short_lease(policies: Policies) -> Policies:
-    """The same policies with no join window and no margin, so the lease is the duration.
+    """The same policies with a 1 s join window and no margin, so admission's lease is 1 s.
 
-    The policy model rightly refuses a lease this short (durations start at 30 s, join
-    windows at 10 s); the lease is only a number handed to the admission script, and the
-    script measures it on Redis's own clock. Handing it 1 s lets real time run the lease
-    out in a test, through exactly the code path a crashed worker's lease takes.
+    The policy model rightly refuses a lease this short (join windows start at 10 s); the
+    lease is only a number handed to the admission script, and the script measures it on
+    Redis's own clock. Handing it 1 s lets real time run the lease out in a test, through
+    exactly the code path a crashed worker's or a never-used token's lease takes.
     """
-    session = policies.limits.session.model_copy(update={"join_window_s": 0, "lease_margin_s": 0})
+    session = policies.limits.session.model_copy(update={"join_window_s": 1, "lease_margin_s": 0})
     limits = policies.limits.model_copy(update={"session": session})
     return policies.model_copy(update={"limits": limits})
 
@@ -156,7 +157,7 @@ async def test_a_lease_nobody_releases_expires_on_its_own(
     aredis: Redis, redis_client: redis.Redis
 ) -> None:
     policies = short_lease(load_policies())
-    assert policies.lease_s(1) == 1
+    assert policies.admission_lease_s() == 1
     admission = Admission(aredis, policies)
     crashed, other = new_visitor(), new_visitor()
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from policies import keys
-from policies.client_address import client_address, parse_ip
+from policies.client_address import carried_ipv4, client_address, parse_ip
 from tests.support import write_policies
 from tests.token_support import asgi_client, make_app, session_record
 
@@ -53,6 +53,24 @@ def test_client_address_rules(
     peer: str, xff: list[str], trusted: tuple[Any, ...], expected: str
 ) -> None:
     assert client_address(peer, xff, trusted) == ip(expected)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("::ffff:198.51.100.20", "198.51.100.20"),  # IPv4-mapped
+        ("64:ff9b::198.51.100.20", "198.51.100.20"),  # NAT64, well-known prefix
+        ("64:ff9b::c633:6414", "198.51.100.20"),
+        ("2002:c633:6414::1", "198.51.100.20"),  # 6to4: the whole /48 is the IPv4
+        ("2002:c633:6414:beef:1:2:3:4", "198.51.100.20"),
+        ("2001:0:4136:e378:8000:63bf:3cff:fdf2", "195.0.2.13"),  # Teredo: the client's IPv4
+        ("2001:db8::1", "2001:db8::1"),  # documentation range: itself
+        ("64:ff9b:1::c633:6414", "64:ff9b:1::c633:6414"),  # local-use NAT64: not mapped
+        ("198.51.100.20", "198.51.100.20"),
+    ],
+)
+def test_addresses_carrying_an_ipv4_are_that_ipv4(address: str, expected: str) -> None:
+    assert carried_ipv4(ip(address)) == ip(expected)
 
 
 def test_no_usable_peer_is_no_address() -> None:

@@ -12,6 +12,7 @@ import redis
 from tests.e2e_support import Visitor, issued
 from tests.livekit_stack import running_stack
 from tests.support import write_policies
+from tests.token_support import roomy_caps
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +22,7 @@ async def test_a_worker_full_at_its_call_count_declines_the_next_call(
 ) -> None:
     # Every caller here comes from 127.0.0.1: one visitor, allowed several calls at once.
     limits = {"concurrent_sessions": 5, "sessions_per_hour": 50, "sessions_per_day": 50}
-    policies = write_policies(tmp_path, limits={"visitor": limits})
+    policies = write_policies(tmp_path, limits=roomy_caps({"visitor": limits}))
     with running_stack(
         redis_url,
         env={"POLICIES_DIR": str(policies)},

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.support import ServerProcess, wait_until, write_policies
-from tests.token_support import read_until_closed, settings_env
+from tests.token_support import read_until_closed, roomy_caps, settings_env
 
 READ_TIMEOUT_S = 1.5
 KEEP_ALIVE_S = 1
@@ -41,13 +41,13 @@ PATIENCE_S = 15.0
 def server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     policies = write_policies(
         tmp_path_factory.mktemp("policies"),
-        limits={
+        limits=roomy_caps({
             "visitor": {"concurrent_sessions": 1000, "sessions_per_hour": 1000,
                         "sessions_per_day": 1000, "minutes_per_day": 100000},
             "global": {"concurrent_sessions": 1000, "minutes_per_day": 100000},
             "http": {"request_read_timeout_s": READ_TIMEOUT_S, "keep_alive_timeout_s": KEEP_ALIVE_S,
                      "max_connections": MAX_CONNECTIONS},
-        },
+        }),
     )  # fmt: skip
     process = ServerProcess(env=settings_env(redis_url, POLICIES_DIR=str(policies))).start()
     yield process

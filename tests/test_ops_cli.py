@@ -23,6 +23,7 @@ from tests.ops_support import (
     ops_json,
     request_token,
     run_ops,
+    running_ops_stack,
 )
 from tests.support import ROOT, RedisServer, ServerProcess
 from tests.token_support import dump_redis, session_record
@@ -33,7 +34,7 @@ SESSION_FIELDS = {
 }  # fmt: skip
 BUCKET_FIELDS = {
     "start", "issued", "refused", "refusals", "personas", "sessions", "end_reasons",
-    "never_joined", "minutes", "cost",
+    "never_joined", "given_back", "minutes", "cost",
 }  # fmt: skip
 
 
@@ -41,12 +42,8 @@ BUCKET_FIELDS = {
 def stack() -> Iterator[tuple[ServerProcess, RedisServer, dict[str, str]]]:
     """A Redis and a token server of this module's own: tests tell their data apart by
     address (each uses its own), so nothing is flushed under the server's salt cache."""
-    server_redis = RedisServer().start()
-    env = ops_env(server_redis.url)
-    server = ServerProcess(env=env).start()
-    yield server, server_redis, env
-    server.stop()
-    server_redis.stop()
+    with running_ops_stack() as s:
+        yield s
 
 
 def client(stack: Any) -> redis.Redis:

@@ -98,7 +98,7 @@ def test_erasure_output_says_what_was_kept_and_why(stack: Any) -> None:
     done = run_ops(env, "erase", "--ip", "198.51.100.121")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    kinds = "sess=1, vact=1, vd=1, vh=1, vm=1, vsess=1"
+    kinds = "sess=1, vact=1, vd=1, vh=1, vm=1, vsess=1, vun=1"
     assert lines[1] == f"Deleted: 1 session(s); keys by kind: {kinds}"
     assert lines[2] == "Refunded: 300 s of reserved call time (open sessions released first)"
     assert lines[3].startswith("Calls ended: 0 (LiveKit room deleted); no room: 0; not ended: 1")
@@ -114,3 +114,39 @@ def test_a_block_reason_may_not_hold_an_address(stack: Any) -> None:
         done = run_ops(env, "block", "ab" * 16, "--reason", reason)
         assert done.returncode == 2, reason
         assert "may not contain an IP address" in done.stderr
+
+
+def test_network_counts_are_shown_as_shared_and_kept_without_the_sessions(stack: Any) -> None:
+    """The prefix aggregates around an address (its IPv6 /56 and /48 here) are keyed by
+    pseudonyms of those networks: lookup finds them, apart, as shared; erase takes the
+    person's sessions out of them and keeps the counts (a neighbour's too)."""
+    server, redis_server, env = stack
+    r = redis_server.client()
+    mine = request_token(server.base_url, "2001:db8:e4a5:1::7").json()["session_id"]
+    neighbour = request_token(server.base_url, "2001:db8:e4a5:100::7").json()["session_id"]
+    nets = session_record(r, mine)["nets"].split()
+    # Another /56 of the same /48: the /48 is what they share.
+    theirs = session_record(r, neighbour)["nets"].split()
+    assert len(nets) == 2 and theirs[0] != nets[0] and theirs[1] == nets[1]
+
+    found = ops_json(env, "lookup", "--ip", "2001:db8:e4a5:1::99")
+    assert {n["prefix"] for n in found["networks"]} == {56, 48}
+    assert {n["network"] for n in found["networks"]} >= set(nets)
+    shared = found["shared"]["keys_by_kind"]
+    assert shared == {"nact": 2, "nd": 2, "nh": 2, "nun": 2}
+    assert "nact" not in found["found"]["keys_by_kind"]  # not counted as the person's
+
+    erased = ops_json(env, "erase", "--ip", "2001:db8:e4a5:1::99")
+    assert erased["deleted"]["sessions"] == 1
+    # The /56 was this person's alone: its sets emptied (and gone); the /48 keeps the
+    # neighbour's session; the hour and day counts of both stay, as said.
+    assert erased["shared"]["keys_by_kind"] == {"nact": 1, "nd": 2, "nh": 2, "nun": 1}
+    assert "shared by everyone" in erased["shared"]["why"]
+    for net in nets:
+        for key in (keys.network_active(net), keys.network_unjoined(net)):
+            assert r.zscore(key, mine) is None
+    assert r.zscore(keys.network_active(nets[1]), neighbour) is not None
+    day = int(session_record(r, neighbour)["day"])
+    assert int(r.get(keys.visitor_bucket(keys.NETWORK_DAY, nets[1], day)) or 0) == 2
+    text = run_ops(env, "lookup", "--ip", "2001:db8:e4a5:1::99").stdout
+    assert "Shared with the networks around the address: nact=1, nd=2, nh=2, nun=1" in text

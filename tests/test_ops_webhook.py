@@ -26,6 +26,7 @@ from tests.ops_support import (
     post_event,
     request_token,
     room_finished,
+    running_ops_stack,
     signed_event,
 )
 from tests.support import RedisServer, ServerProcess
@@ -34,11 +35,8 @@ from tests.token_support import dump_redis, session_record
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[tuple[ServerProcess, RedisServer]]:
-    server_redis = RedisServer().start()
-    server = ServerProcess(env=ops_env(server_redis.url)).start()
-    yield server, server_redis
-    server.stop()
-    server_redis.stop()
+    with running_ops_stack() as (server, server_redis, _):
+        yield server, server_redis
 
 
 _ips = (f"203.0.113.{n}" for n in itertools.count(1))

@@ -33,7 +33,15 @@ def test_a_persona_may_shorten_a_call_never_lengthen_it() -> None:
     assert policies.session_duration_s(cap - 60) == cap - 60
     assert policies.session_duration_s(cap + 600) == cap
     s = policies.limits.session
-    assert policies.lease_s(100) == s.join_window_s + 100 + s.lease_margin_s
+    # A slot is held for the join window until the worker claims the session, then for
+    # the call; no lease key is ever set beyond the longest of both.
+    assert policies.admission_lease_s() == s.join_window_s + s.lease_margin_s
+    assert policies.call_lease_s(100) == 100 + s.lease_margin_s
+    assert policies.lease_ceiling_s == s.join_window_s + s.max_duration_s + s.lease_margin_s
+
+
+ONE_EACH = {"concurrent_sessions": 1, "sessions_per_hour": 1, "sessions_per_day": 1,
+            "unjoined_tokens": 1}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -49,6 +57,14 @@ def test_a_persona_may_shorten_a_call_never_lengthen_it() -> None:
         (None, {"visitor": {"sessions_per_hour": 20, "sessions_per_day": 5}}, "sessions_per_hour"),
         (None, {"session": {"max_duration_s": 10}}, "session.max_duration_s"),
         (None, {"global": {"concurrent": 5}}, "global.concurrent"),
+        (None, {"global": {"unjoined_tokens": 0}}, "global.unjoined_tokens"),
+        # An aggregate must be wider than one visitor (an IPv6 /64, an IPv4 address).
+        (None, {"networks": {"ipv6": {64: ONE_EACH}}}, "ipv6 prefix /64"),
+        (
+            None,
+            {"networks": {"ipv4": {24: {"concurrent_sessions": 0}}}},
+            "networks.ipv4.24.concurrent_sessions",
+        ),
     ],
 )
 def test_a_bad_policy_is_refused_naming_the_field(

@@ -63,6 +63,9 @@ MINT_FIELDS = {
     "session_id", "room", "persona", "language", "visitor", "ua", "ua_family", "salt_period",
     "max_duration_s", "join_window_s", "status", "issued_at", "lease_expires_at", "day",
     "reserved_s",
+    # The prefix aggregates' pseudonyms (keyed hashes, like `visitor`) and the keyed hash of
+    # the secret the page may give the token back with (policies/give_back.py).
+    "nets", "release_hash",
 }  # fmt: skip
 RELEASE_FIELDS = {"released_at", "used_s", "refunded_s", "release_reason"}
 # The worker's claim (policies/claim.lua): which LiveKit job took the session, and when.
@@ -78,10 +81,15 @@ def forbidden_texts() -> list[bytes]:
         "2001:db8:4f2a:77c1", "2001:0db8:4f2a:77c1", str(net), str(net.network_address),
         "4f2a:77c1", USER_AGENT, "OcfPrivacyProbe", APP_USER_AGENT, "OcfScraperProbe",
         PEER, "127.77.41", "77.41.9",
+        # The prefix aggregates around them (limits.yaml networks): hashed, never written.
+        "198.51.100.0/24", "2001:db8:4f2a::/48", "2001:db8:4f2a:7700::/56", "2001:db8:4f2a::",
     ]  # fmt: skip
     out = [t.encode() for t in texts]
     # Unsalted hashes would be as good as the address (a 2^32 space is searched in minutes).
-    values = (IPV4, IPV6, str(net), str(net.network_address), PEER, USER_AGENT, APP_USER_AGENT)
+    values = (IPV4, IPV6, str(net), str(net.network_address), PEER, USER_AGENT, APP_USER_AGENT,
+              "198.51.100.0/24", "2001:db8:4f2a::/48", "2001:db8:4f2a:7700::/56",
+              # The networks' texts as policies/pseudonyms.py hashes them (keyed).
+              "v4/24/c63364", "v6/48/20010db84f2a", "v6/56/20010db84f2a77")  # fmt: skip
     for value in values:
         for algo in ("md5", "sha1", "sha256"):
             out.append(hashlib.new(algo, value.encode()).hexdigest().encode())
@@ -228,7 +236,9 @@ def test_redis_holds_no_address_or_user_agent(after_run: dict[str, Any]) -> None
     # The run reached every kind of key admission writes, so the search below saw them.
     assert {keys.SALT, keys.SESSION, keys.VISITOR_SESSIONS, keys.VISITOR_ACTIVE,
             keys.VISITOR_HOUR, keys.VISITOR_DAY, keys.VISITOR_SECONDS, keys.VISITOR_REFUSALS,
-            keys.GLOBAL_ACTIVE, keys.GLOBAL_SECONDS, keys.STATS} <= kinds  # fmt: skip
+            keys.GLOBAL_ACTIVE, keys.GLOBAL_SECONDS, keys.STATS, keys.VISITOR_UNJOINED,
+            keys.GLOBAL_UNJOINED, keys.NETWORK_ACTIVE, keys.NETWORK_UNJOINED,
+            keys.NETWORK_HOUR, keys.NETWORK_DAY} <= kinds  # fmt: skip
     assert "foreign" not in kinds
     for key in stored:
         assert leaks(key.blob()) == [], key.name
@@ -258,6 +268,10 @@ def test_session_records_hold_only_the_allowed_categories(after_run: dict[str, A
     for record in after_run["records"].values():
         assert re.fullmatch(r"[0-9a-f]{32}", record["visitor"])
         assert re.fullmatch(r"[0-9a-f]{32}", record["ua"])
+        # IPv4: its /24; IPv6: its /56 and /48 (limits.yaml networks), as pseudonyms only.
+        nets = record["nets"].split(" ")
+        assert len(nets) in (1, 2) and all(re.fullmatch(r"[0-9a-f]{32}", n) for n in nets)
+        assert re.fullmatch(r"[0-9a-f]{64}", record["release_hash"])
         # Coarse and from the allow-list only: the app's own name never appears.
         assert record["ua_family"] in {"Chrome/Linux/desktop", "Other/iOS/mobile"}
     families = {r["ua_family"] for r in after_run["records"].values()}

@@ -33,6 +33,9 @@ async def aredis(redis_url: str, redis_client: redis.Redis) -> AsyncIterator[Red
 
 def test_ipv6_is_reduced_to_its_64() -> None:
     assert normalise_ip(ip("198.51.100.77")) == "198.51.100.77"
+    # Its IPv6 forms are the IPv4 (mapped, NAT64, 6to4 anywhere in its /48).
+    for form in ("::ffff:198.51.100.77", "64:ff9b::198.51.100.77", "2002:c633:644d:9::1"):
+        assert normalise_ip(ip(form)) == "198.51.100.77", form
     assert normalise_ip(ip("2001:db8:abcd:12:1:2:3:4")) == "2001:db8:abcd:12::/64"
     assert normalise_ip(ip("2001:db8:abcd:12::")) == "2001:db8:abcd:12::/64"
 
@@ -54,6 +57,24 @@ def test_pseudonyms_are_keyed_salted_and_kind_separated() -> None:
     a = hasher.visitor(salt, ip("2001:db8:abcd:12::1"))
     assert a == hasher.visitor(salt, ip("2001:db8:abcd:12:ffff:ffff:ffff:ffff"))
     assert a != hasher.visitor(salt, ip("2001:db8:abcd:13::1"))
+
+
+def test_networks_get_their_own_keyed_pseudonyms() -> None:
+    salt = Salt(5, b"s" * 32)
+    hasher = VisitorHasher(None, PEPPER, RETENTION)  # type: ignore[arg-type]
+    networks = load_policies().limits.networks
+    v6 = hasher.networks(salt, ip("2001:db8:77:1234::1"), networks)
+    assert [n.prefix for n in v6] == [56, 48]  # narrowest first
+    assert all(re.fullmatch(r"[0-9a-f]{32}", n.pseudonym) for n in v6)
+    # Same /48, another /56: the /48's pseudonym is shared, the /56's is not.
+    other = hasher.networks(salt, ip("2001:db8:77:ff00::1"), networks)
+    assert other[1].pseudonym == v6[1].pseudonym and other[0].pseudonym != v6[0].pseudonym
+    # A network's pseudonym is never a visitor's (its own kind), nor the same across salts.
+    assert v6[0].pseudonym != hasher.pseudonym(salt, "ip", "2001:db8:77:1200::/56")
+    assert hasher.networks(Salt(6, b"t" * 32), ip("2001:db8:77:1234::1"), networks) != v6
+    v4 = hasher.networks(salt, ip("198.51.100.77"), networks)
+    assert [n.prefix for n in v4] == [24]
+    assert hasher.networks(salt, ip("2002:c633:644d::1"), networks) == v4  # its 6to4 form
 
 
 async def test_processes_agree_on_one_salt_kept_within_retention(

@@ -20,6 +20,7 @@ from tests.support import RedisServer, ServerProcess, wait_until, write_policies
 from tests.token_support import (
     burst,
     error_codes,
+    roomy_caps,
     session_record,
     settings_env,
     status_counts,
@@ -34,11 +35,11 @@ FAST_S = 3.0
 def server(own_redis: RedisServer, tmp_path: Path) -> Iterator[ServerProcess]:
     policies = write_policies(
         tmp_path,
-        limits={
+        limits=roomy_caps({
             "visitor": {"concurrent_sessions": 500, "sessions_per_hour": 500,
                         "sessions_per_day": 500, "minutes_per_day": 5000},
             "global": {"concurrent_sessions": 500, "minutes_per_day": 100_000},
-        },
+        }),
     )  # fmt: skip
     process = ServerProcess(env=settings_env(own_redis.url, POLICIES_DIR=str(policies))).start()
     yield process

@@ -8,6 +8,7 @@ header limits and the Host/Origin pair are decided by the real HTTP stack.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import time
@@ -32,6 +33,7 @@ from tests.token_support import (
     decode_token,
     dump_redis,
     make_app,
+    roomy_caps,
     session_record,
     settings_env,
 )
@@ -42,11 +44,11 @@ PUBLIC_FIELDS = {
     "max_duration_s",
 }  # fmt: skip
 # Generous limits: these tests are about the contract, not about refusals.
-ROOMY: dict[str, object] = {
+ROOMY: dict[str, object] = roomy_caps({
     "visitor": {"concurrent_sessions": 100, "sessions_per_hour": 100, "sessions_per_day": 100,
                 "minutes_per_day": 1000},
     "global": {"concurrent_sessions": 100, "minutes_per_day": 10000},
-}  # fmt: skip
+})  # fmt: skip
 ALLOWED_ORIGIN = "https://www.onecallflow.test"
 # Every value the client sends carries this marker; none may reach the token.
 MARK = "zq7f3e"
@@ -149,8 +151,10 @@ def assert_response_fields(response: httpx.Response, persona_id: str, duration_s
     body = response.json()
     assert set(body) == {
         "server_url", "participant_token", "room_name", "session_id", "agent", "expires_at",
-        "max_duration_s",
+        "max_duration_s", "release_secret",
     }  # fmt: skip
+    # The page's way to give the token back unused: random, url-safe, 192 bits.
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", body["release_secret"])
     assert body["server_url"] == "wss://livekit.test.invalid"
     persona = load_catalog().get(persona_id)
     assert persona is not None

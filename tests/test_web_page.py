@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,12 +18,13 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 import yaml
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Response, expect, sync_playwright
 
 from agents_catalog import load_catalog
 from agents_catalog.showcase import Showcase
 from policies import keys
-from tests.support import ROOT, ServerProcess, free_port, write_policies
+from tests.support import ROOT, ServerProcess, free_port, wait_until, write_policies
+from tests.token_support import session_record
 from tests.web_support import (
     Recorder,
     ensure_bundle,
@@ -38,6 +40,7 @@ PRIVACY_URL = "https://privacy.example.test/policy"
 # The page's own wording (web/src/strings.json), matched loosely so copy edits stay cheap.
 UNREACHABLE = re.compile(r"could not connect to the voice server")
 UNAVAILABLE_FR = re.compile(r"momentanément indisponible")
+GIVE_BACK = "/api/token/release"
 
 
 @pytest.fixture(scope="module")
@@ -196,14 +199,17 @@ def test_start_call_gets_a_token_then_reports_livekit_unreachable(server, page: 
     ("limits", "status", "wording"),
     [
         (
-            {"visitor": {"sessions_per_hour": 1, "concurrent_sessions": 5}},
+            {"visitor": {"sessions_per_hour": 1, "concurrent_sessions": 5, "unjoined_tokens": 5}},
             429,
             # The token server names the limit (reason: visitor_hourly): the page says which.
             "You have reached the number of demo calls allowed per hour."
             " Please try again in {wait}.",
         ),
         (
-            {"visitor": {"concurrent_sessions": 5}, "global": {"concurrent_sessions": 1}},
+            {
+                "visitor": {"concurrent_sessions": 5, "unjoined_tokens": 5},
+                "global": {"concurrent_sessions": 1},
+            },
             503,
             "All demo lines are busy right now. Please try again in {wait}.",
         ),
@@ -320,11 +326,10 @@ def test_phone_sized_screen_has_no_sideways_scroll(server, browser: Browser, red
         context.close()
 
 
-def test_cancel_while_livekit_does_not_answer(
-    redis_url, redis_client, browser: Browser, tmp_path
-) -> None:
-    """A LiveKit host that accepts the connection and never answers (a black-holing
-    firewall): the visitor is not stuck; Cancel ends the attempt at once."""
+@contextmanager
+def silent_livekit(redis_url: str, browser: Browser) -> Iterator[tuple[ServerProcess, Page]]:
+    """A token server whose LIVEKIT_URL accepts the connection and never answers (a
+    black-holing firewall), and a page of a fresh browser context."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # the kernel completes handshakes; nobody ever reads or answers
@@ -334,22 +339,30 @@ def test_cancel_while_livekit_does_not_answer(
         ).start()
         context = browser.new_context(locale="en-US")
         try:
-            page = context.new_page()
-            recorder = Recorder().attach(page)
-            page.goto(f"{process.base_url}/?agent={showcase_ids()[0]}")
-            page.locator("#start").click()
-            expect(page.locator("#step")).to_have_text("Connecting to the call…")
-            cancel = page.locator("#end")
-            expect(cancel).to_be_focused()
-            expect(cancel).to_have_text("Cancel")
-            page.keyboard.press("Enter")
-            expect(page.locator("#notice")).to_have_text("You ended the call.")
-            expect(page.locator("#start")).to_be_focused()
-            expect(page.locator("#step")).to_have_text("")
-            recorder.assert_clean()
+            yield process, context.new_page()
         finally:
             context.close()
             process.stop()
+
+
+def test_cancel_while_livekit_does_not_answer(
+    redis_url, redis_client, browser: Browser, tmp_path
+) -> None:
+    """A LiveKit host that accepts the connection and never answers (a black-holing
+    firewall): the visitor is not stuck; Cancel ends the attempt at once."""
+    with silent_livekit(redis_url, browser) as (process, page):
+        recorder = Recorder().attach(page)
+        page.goto(f"{process.base_url}/?agent={showcase_ids()[0]}")
+        page.locator("#start").click()
+        expect(page.locator("#step")).to_have_text("Connecting to the call…")
+        cancel = page.locator("#end")
+        expect(cancel).to_be_focused()
+        expect(cancel).to_have_text("Cancel")
+        page.keyboard.press("Enter")
+        expect(page.locator("#notice")).to_have_text("You ended the call.")
+        expect(page.locator("#start")).to_be_focused()
+        expect(page.locator("#step")).to_have_text("")
+        recorder.assert_clean()
 
 
 def test_persona_withdrawn_after_the_list_loaded(server, page: Page, redis_url) -> None:
@@ -387,3 +400,103 @@ def test_persona_withdrawn_after_the_list_loaded(server, page: Page, redis_url) 
     expect(page.locator("#agents .card button").first).to_be_focused()
     assert "agent=" not in page.url
     recorder.assert_clean()
+
+
+# --- a failed first try does not lock the visitor out (the page gives its token back) -------
+
+IN_PROGRESS = re.compile(r"already have a demo call")
+
+
+def give_back_of(response: Response) -> dict[str, str]:
+    grant = response.json()
+    return {"session_id": grant["session_id"], "release_secret": grant["release_secret"]}
+
+
+def test_a_failed_connection_gives_the_token_back_and_call_again_works(
+    server, page: Page, redis_client
+) -> None:
+    """LiveKit unreachable (a closed port, as behind a firewall): the page gives its unused
+    token back, so "Call again" gets a new one at once instead of "a call in progress"
+    (one call at a time per visitor, as shipped)."""
+    process, _ = server
+    recorder = Recorder().attach(page)
+    # Not the first persona: the test before may have withdrawn it (the server trusts its
+    # copy of the showcase override for a few seconds after the database is flushed).
+    page.goto(f"{process.base_url}/?agent={showcase_ids()[1]}")
+    expect(page.locator("#start")).to_be_focused()
+    with page.expect_response(lambda r: r.url.endswith("/api/token")) as first:
+        page.locator("#start").click()
+    assert first.value.status == 201
+    with page.expect_response(lambda r: r.url.endswith(GIVE_BACK), timeout=60_000) as given:
+        expect(page.locator("#notice")).to_contain_text(UNREACHABLE, timeout=45_000)
+    assert given.value.status == 200
+    # Its own session and secret, nothing else (never the LiveKit token).
+    assert given.value.request.post_data_json == give_back_of(first.value)
+    session_id = first.value.json()["session_id"]
+    assert session_record(redis_client, session_id)["status"] == "given_back"
+
+    expect(page.locator("#start")).to_have_text("Call again")
+    # The retry is admitted, fails the same way, and gives its own token back too.
+    with page.expect_response(lambda r: r.url.endswith(GIVE_BACK), timeout=60_000) as again:
+        with page.expect_response(lambda r: r.url.endswith("/api/token")) as second:
+            page.locator("#start").click()
+        assert second.value.status == 201, second.value.text()
+    assert again.value.status == 200
+    assert again.value.request.post_data_json == give_back_of(second.value)
+    expect(page.locator("#notice")).to_contain_text(UNREACHABLE, timeout=45_000)
+    expect(page.locator("#notice")).not_to_contain_text(IN_PROGRESS)
+    recorder.assert_clean()
+    assert_nothing_stored(page)
+
+
+def test_cancel_gives_the_token_back_and_call_again_works(
+    redis_url, redis_client, browser: Browser
+) -> None:
+    """The visitor presses Cancel while LiveKit does not answer (a black-holing firewall),
+    then "Call again": a new token at once."""
+    with silent_livekit(redis_url, browser) as (process, page):
+        recorder = Recorder().attach(page)
+        page.goto(f"{process.base_url}/?agent={showcase_ids()[0]}")
+        expect(page.locator("#start")).to_be_focused()
+        with page.expect_response(lambda r: r.url.endswith("/api/token")) as first:
+            page.locator("#start").click()
+        assert first.value.status == 201
+        expect(page.locator("#step")).to_have_text("Connecting to the call…")
+        with page.expect_response(lambda r: r.url.endswith(GIVE_BACK)) as given:
+            page.locator("#end").click()
+        expect(page.locator("#notice")).to_have_text("You ended the call.")
+        assert given.value.status == 200
+        assert given.value.request.post_data_json == give_back_of(first.value)
+
+        with page.expect_response(lambda r: r.url.endswith("/api/token")) as second:
+            page.locator("#start").click()
+        assert second.value.status == 201, second.value.text()
+        expect(page.locator("#notice")).not_to_contain_text(IN_PROGRESS)
+        # Both records: the first given back, the second waiting to connect.
+        statuses = {
+            session_record(redis_client, r.json()["session_id"])["status"]
+            for r in (first.value, second.value)
+        }
+        assert statuses == {"given_back", "issued"}
+        recorder.assert_clean()
+
+
+def test_leaving_the_page_before_the_agent_came_gives_the_token_back(
+    redis_url, redis_client, browser: Browser
+) -> None:
+    """The visitor closes the tab (here: navigates away) while the call is still connecting:
+    the give-back is sent with keepalive, so it reaches the server after the page is gone."""
+    with silent_livekit(redis_url, browser) as (process, page):
+        page.goto(f"{process.base_url}/?agent={showcase_ids()[0]}")
+        expect(page.locator("#start")).to_be_focused()
+        with page.expect_response(lambda r: r.url.endswith("/api/token")) as first:
+            page.locator("#start").click()
+        session_id = first.value.json()["session_id"]
+        expect(page.locator("#step")).to_have_text("Connecting to the call…")
+        page.goto("about:blank")
+        wait_until(
+            lambda: session_record(redis_client, session_id).get("status") == "given_back",
+            timeout=15,
+        )
+        assert httpx.post(process.base_url + "/api/token", json={"agent": "agence-immo-fr"}
+                          ).status_code == 201  # fmt: skip

@@ -7,6 +7,7 @@ for the token endpoint's contract.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import socket
 import time
@@ -20,14 +21,35 @@ from typing import Any
 import httpx
 import jwt
 import redis
+import yaml
 from livekit import api
 
-from tests.support import ServerProcess
+from tests.support import ROOT, ServerProcess, _merge
 
 # Test credentials: long enough to look like real ones, obviously not real.
 API_KEY = "APItestkey0000"
 API_SECRET = "test-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 AGENT_NAME = "ocf-test-agent"
+
+
+def roomy_caps(limits: Mapping[str, object] | None = None, n: int = 100_000) -> dict[str, Any]:
+    """A limits override (for write_policies) that takes the unjoined-token caps and every
+    prefix aggregate of policies/limits.yaml out of the way, merged with `limits`: for
+    tests about something else that take tokens for one address, or many neighbouring
+    ones (documentation ranges share a /24), and never join with them."""
+    shipped = yaml.safe_load((ROOT / "policies" / "limits.yaml").read_text())
+    caps = {"concurrent_sessions": n, "sessions_per_hour": n, "sessions_per_day": n,
+            "unjoined_tokens": n}  # fmt: skip
+    override: dict[str, Any] = {
+        "visitor": {"unjoined_tokens": n},
+        "global": {"unjoined_tokens": n},
+        "networks": {
+            family: {prefix: dict(caps) for prefix in levels}
+            for family, levels in shipped["networks"].items()
+        },
+    }
+    _merge(override, copy.deepcopy(dict(limits or {})))
+    return override
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,15 @@ function retryAfterSeconds(response) {
 
 const RATE_REASONS = new Set([
   'visitor_concurrent',
+  'visitor_unjoined',
   'visitor_hourly',
   'visitor_daily',
   'visitor_minutes',
+  // The visitor's wider network (its /56, /48 or /24) reached its share.
+  'network_concurrent',
+  'network_unjoined',
+  'network_hourly',
+  'network_daily',
 ]);
 
 // Map an error answer to the message a visitor should read. The server's English `message`
@@ -59,28 +65,58 @@ export function refusalFor(status, body, retryAfter) {
   return new Refusal('server_error', { status });
 }
 
-export async function requestToken(agentId, signal) {
+export async function requestToken(agentId) {
   let response;
   try {
     response = await fetch('/api/token', {
       method: 'POST',
-      signal,
       headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
       body: JSON.stringify({ agent: agentId }),
     });
-  } catch (error) {
-    if (error && error.name === 'AbortError') throw error;
+  } catch {
     throw new Refusal('server_unreachable');
   }
   let body = null;
   try {
     body = await response.json();
-  } catch (error) {
-    if (error && error.name === 'AbortError') throw error;
+  } catch {
     body = null;
   }
   if (response.status === 201 && body && body.server_url && body.participant_token) {
     return body;
   }
   throw refusalFor(response.status, body, retryAfterSeconds(response));
+}
+
+export const GIVE_BACK_PATH = '/api/token/release';
+
+// The request that gives an unused token back (the token server releases a session no agent
+// has taken yet, so "Call again" is admitted at once), or null when the grant holds no
+// release secret. keepalive: the request is still sent when the page is being closed.
+export function giveBackRequest(grant) {
+  if (!grant || typeof grant.session_id !== 'string' || typeof grant.release_secret !== 'string') {
+    return null;
+  }
+  return {
+    url: GIVE_BACK_PATH,
+    init: {
+      method: 'POST',
+      keepalive: true,
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ session_id: grant.session_id, release_secret: grant.release_secret }),
+    },
+  };
+}
+
+// Never rejects: a token that could not be given back frees itself when its join window ends.
+// Answers true when the server released the session now.
+export async function giveBack(grant) {
+  const request = giveBackRequest(grant);
+  if (!request) return false;
+  try {
+    const response = await fetch(request.url, request.init);
+    return response.status === 200;
+  } catch {
+    return false;
+  }
 }

@@ -65,7 +65,7 @@ export class CallSession {
     if (this.finished) return;
     this.connected = true;
     for (const participant of this.room.remoteParticipants.values()) {
-      if (participant.isAgent) this.agentJoined(participant);
+      if (participant.isAgent) this.onAgentJoined(participant);
     }
     if (!this.agent) {
       this.on.step('waiting_agent');
@@ -80,7 +80,7 @@ export class CallSession {
     const room = this.room;
     room
       .on(RoomEvent.ParticipantConnected, (participant) => {
-        if (participant.isAgent && !this.agent) this.agentJoined(participant);
+        if (participant.isAgent && !this.agent) this.onAgentJoined(participant);
       })
       .on(RoomEvent.ParticipantAttributesChanged, (changed, participant) => {
         if (participant !== this.agent) return;
@@ -129,7 +129,12 @@ export class CallSession {
     });
   }
 
-  agentJoined(participant) {
+  // An agent took the call: the session is claimed, its token is no longer ours to give back.
+  get agentJoined() {
+    return this.agent !== null;
+  }
+
+  onAgentJoined(participant) {
     this.agent = participant;
     this.on.agentState(uiAgentState(participant.attributes[AGENT_STATE_ATTRIBUTE]));
     this.on.step('in_call');

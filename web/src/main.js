@@ -3,7 +3,7 @@
 // cannot inject markup.
 import { LogLevel, LoggerNames, getLogger } from 'livekit-client';
 
-import { Refusal, fetchAgents, requestToken } from './api.js';
+import { Refusal, fetchAgents, giveBack, requestToken } from './api.js';
 import { CallSession } from './call.js';
 import { LANGUAGES, Translator, clock, pickLanguage } from './i18n.js';
 
@@ -47,6 +47,9 @@ const state = {
   calledOnce: false,
   attempt: null,
   session: null,
+  // The last unused token being given back: the next attempt waits for it, so its own token
+  // request is not refused for the one still held.
+  givingBack: null,
   step: null, // {key, params}
   notice: null, // {key, params, kind: 'error' | 'info'}
   agentState: 'connecting',
@@ -307,10 +310,35 @@ function endAttempt() {
   ui.start.focus({ preventScroll: true });
 }
 
+// An attempt that ends before any agent took the call gives its token back: the slot and
+// minutes it holds come back at once (the server refuses if an agent took it meanwhile).
+function giveBackUnused(grantPromise) {
+  const previous = state.givingBack || Promise.resolve();
+  const done = Promise.all([previous, grantPromise.then(giveBackOnce, () => false)]);
+  state.givingBack = done;
+  done.then(() => {
+    if (state.givingBack === done) state.givingBack = null;
+  });
+}
+
+// The page may learn twice that a token is unused (the call failed, then the page is left).
+function giveBackOnce(grant) {
+  if (!grant || grant.givenBack) return Promise.resolve(false);
+  grant.givenBack = true;
+  return giveBack(grant);
+}
+
+// Waits for the last give-back, at most a few seconds (a token not given back frees itself
+// when its join window ends; this only spares the visitor a refusal meanwhile).
+function givenBack() {
+  if (!state.givingBack) return Promise.resolve();
+  return Promise.race([state.givingBack, new Promise((resolve) => setTimeout(resolve, 5000))]);
+}
+
 async function startCall() {
   const agent = state.selected;
   if (!agent || state.phase !== 'idle') return;
-  const attempt = { cancelled: false, controller: new AbortController() };
+  const attempt = { cancelled: false, grant: null };
   state.attempt = attempt;
   state.phase = 'starting';
   state.calledOnce = true;
@@ -326,7 +354,11 @@ async function startCall() {
     if (attempt.cancelled) return;
     state.step = { key: 'step_token' };
     render();
-    const grant = await requestToken(agent.id, attempt.controller.signal);
+    await givenBack();
+    if (attempt.cancelled) return;
+    // Not aborted by Cancel: a token minted meanwhile must still be given back (endOrCancel).
+    attempt.grant = requestToken(agent.id);
+    const grant = await attempt.grant;
     if (attempt.cancelled) return;
     const session = new CallSession({
       micTrack,
@@ -356,6 +388,7 @@ async function startCall() {
           renderCall();
         },
         ended: ({ key, params: p, asError }) => {
+          if (!session.agentJoined) giveBackUnused(Promise.resolve(grant));
           if (state.session !== session) return;
           state.step = null;
           showNotice(key, p, asError ? 'error' : 'info');
@@ -400,7 +433,7 @@ function endOrCancel() {
   const attempt = state.attempt;
   if (!attempt) return;
   attempt.cancelled = true;
-  attempt.controller.abort();
+  if (attempt.grant) giveBackUnused(attempt.grant);
   state.step = null;
   showNotice('call_ended_user', {}, 'info');
   endAttempt();
@@ -455,6 +488,12 @@ function fireAndReport(action) {
 }
 
 ui.start.addEventListener('click', fireAndReport(startCall));
+// Closing or leaving the page while no agent has taken the call: the token goes back too
+// (the give-back request is sent with keepalive, so it outlives the page).
+window.addEventListener('pagehide', () => {
+  const session = state.session;
+  if (session && !session.agentJoined) giveBackUnused(Promise.resolve(session.grant));
+});
 ui.end.addEventListener('click', endOrCancel);
 ui.mute.addEventListener('click', toggleMute);
 ui.enableAudio.addEventListener('click', enableAudio);

@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { refusalFor } from '../src/api.js';
+import { GIVE_BACK_PATH, giveBackRequest, refusalFor } from '../src/api.js';
 import { endMessageFor, uiAgentState } from '../src/agent_signals.js';
 import { Translator, clock, pickLanguage } from '../src/i18n.js';
 
@@ -56,6 +56,12 @@ test('each refusal code gets its own plain message', () => {
     [429, { error: 'rate_limited' }, 120, 'rate_limited', { wait: 120 }],
     [429, { error: 'rate_limited', reason: 'visitor_daily' }, 9, 'rate_limited_visitor_daily', { wait: 9 }],
     [429, { error: 'rate_limited', reason: 'made_up' }, 9, 'rate_limited', { wait: 9 }],
+    [429, { error: 'rate_limited', reason: 'visitor_unjoined' }, 9, 'rate_limited_visitor_unjoined', { wait: 9 }],
+    [429, { error: 'rate_limited', reason: 'network_concurrent' }, 9, 'rate_limited_network_concurrent', { wait: 9 }],
+    [429, { error: 'rate_limited', reason: 'network_unjoined' }, 9, 'rate_limited_network_unjoined', { wait: 9 }],
+    [429, { error: 'rate_limited', reason: 'network_hourly' }, 9, 'rate_limited_network_hourly', { wait: 9 }],
+    [429, { error: 'rate_limited', reason: 'network_daily' }, 9, 'rate_limited_network_daily', { wait: 9 }],
+    [503, { error: 'capacity', reason: 'global_unjoined' }, 60, 'capacity', { wait: 60 }],
     [503, { error: 'capacity' }, 60, 'capacity', { wait: 60 }],
     [503, { error: 'capacity' }, null, 'capacity_no_wait', {}],
     [403, { error: 'blocked' }, null, 'blocked', {}],
@@ -98,4 +104,19 @@ test('the countdown reads m:ss and never goes negative', () => {
   assert.equal(clock(61.2), '1:02');
   assert.equal(clock(9), '0:09');
   assert.equal(clock(-3), '0:00');
+});
+
+test('an unused token is given back with its own secret only, surviving the page', () => {
+  const grant = { session_id: 'abc_DEF-123', release_secret: 'S'.repeat(32), participant_token: 'jwt' };
+  const request = giveBackRequest(grant);
+  assert.equal(request.url, GIVE_BACK_PATH);
+  assert.equal(request.url, '/api/token/release');
+  assert.equal(request.init.method, 'POST');
+  assert.equal(request.init.keepalive, true);
+  assert.equal(request.init.headers['Content-Type'], 'application/json');
+  // The session and its secret, nothing else of the grant (never the LiveKit token).
+  assert.deepEqual(JSON.parse(request.init.body), { session_id: 'abc_DEF-123', release_secret: 'S'.repeat(32) });
+  // No secret (an older server), no grant: nothing to send.
+  assert.equal(giveBackRequest({ session_id: 'abc' }), null);
+  assert.equal(giveBackRequest(null), null);
 });

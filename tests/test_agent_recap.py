@@ -29,7 +29,9 @@ def _persona(persona_id: str) -> Any:
     return persona
 
 
-async def _run_call(persona_id: str, turns: list[Turn], lines: list[str]) -> tuple[Any, dict]:
+async def _run_call(
+    persona_id: str, turns: list[Turn], lines: list[str]
+) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
     """Say each line in turn, end the call; (the call's parts, each tool's outputs)."""
     parts, scripted = await start_call(persona_id, turns)
     outputs: dict[str, list[dict[str, Any]]] = {}
@@ -53,8 +55,8 @@ def _statuses(outputs: dict[str, list[dict[str, Any]]], name: str) -> list[str]:
 async def test_french_recap_holds_the_booking_the_message_and_the_transfer_that_happened():
     booking = {"listing_ref": "LYO-101", "date": TOMORROW, "time": "10:30",
                "name": "Marie Dupont", "phone": "06 98 76 54 32"}  # fmt: skip
-    message = {"name": "Marie Dupont", "phone": "06 98 76 54 32",
-               "subject": "Question sur les charges de copropriété", "department": "syndic"}  # fmt: skip
+    message = {"name": "Marie Dupont", "phone": "06 98 76 54 32", "department": "syndic",
+               "subject": "Question sur les charges de copropriété"}  # fmt: skip
     turns = [
         Turn("visite", (Step(tools=(Tool("book_visit", {**booking, "phone": "12"}),)),
                         Step(tools=(Tool("book_visit", {**booking, "time": "03:00"}),)),

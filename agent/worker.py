@@ -25,6 +25,7 @@ from agent.claiming import claim_at_request, claim_at_start
 from agent.connection import ConnectionTracker
 from agent.conversation import Conversation, default_conversation
 from agent.dispatch import JobRejected, JobSpec, parse_job_metadata
+from agent.early_audio import wait_for_early_audio
 from agent.ending import END_REASON_ATTRIBUTE, EndReason
 from agent.page_signals import PageSignals
 from agent.providers import build_llm, build_stt, build_tts, require_provider_keys
@@ -210,6 +211,19 @@ async def entrypoint(ctx: JobContext) -> None:
         on_finished=finished,
     )
 
+    turns = data.conversation.turns
+
+    async def early_audio() -> None:
+        try:
+            async with asyncio.timeout(turns.pre_connect_audio_timeout_s):
+                await wait_for_early_audio(parts.session, ctx.room, ctx.wait_for_participant())
+        except TimeoutError:
+            log.warning(
+                "greeting: the visitor's microphone or its early audio did not come in time"
+            )
+
+    parts.agent.before_greeting = early_audio
+
     async def flush_records(_reason: str) -> None:
         try:
             await asyncio.wait_for(parts.call.finished.wait(), CALL_CLOSE_WAIT_S)
@@ -250,10 +264,10 @@ async def entrypoint(ctx: JobContext) -> None:
                 video_input=False,
                 text_input=False,
                 audio_input=AudioInputOptions(
-                    sample_rate=data.conversation.turns.input_sample_rate,
-                    frame_size_ms=data.conversation.turns.input_frame_ms,
+                    sample_rate=turns.input_sample_rate,
+                    frame_size_ms=turns.input_frame_ms,
                     pre_connect_audio=True,
-                    pre_connect_audio_timeout=data.conversation.turns.pre_connect_audio_timeout_s,
+                    pre_connect_audio_timeout=turns.pre_connect_audio_timeout_s,
                 ),
             ),
         )

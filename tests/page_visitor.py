@@ -56,16 +56,17 @@ class PageVisitor(Caller):
     states: list[tuple[float, str]] = field(default_factory=list)
     end_reason_at: float | None = None  # when the agent's `ocf.end_reason` attribute came
     agent_active: asyncio.Event = field(default_factory=asyncio.Event)
+    agent_active_at: float | None = None  # time.monotonic()
     agent_left_at: float | None = None  # the agent left, or its room was deleted
     preconnect_sent: asyncio.Event = field(default_factory=asyncio.Event)
     _queue: deque[tuple[np.ndarray, Said]] = field(default_factory=deque)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def enter(
-        self, grant: dict[str, Any], language: str, *, preconnect: str | None = None
+        self, grant: dict[str, Any], *, preconnect: np.ndarray | None = None
     ) -> PageVisitor:
-        """Join and publish the microphone; `preconnect`: a line said before the agent is
-        in the room, that only the pre-connect buffer carries."""
+        """Join and publish the microphone; `preconnect`: what the microphone heard before
+        the agent was in the room (48 kHz int16), that only the pre-connect buffer carries."""
         for topic in TOPICS:
             self.room.register_text_stream_handler(topic, self._stream)
         self.room.on("participant_active", self._active)
@@ -82,16 +83,19 @@ class PageVisitor(Caller):
         publication = await self.room.local_participant.publish_track(track, options)
         self._tasks.append(asyncio.create_task(self._microphone()))
         if preconnect is not None:
-            heard = speech(preconnect, language, SAMPLE_RATE, flowing=True)
-            self._tasks.append(asyncio.create_task(self._send_buffer(publication.sid, heard)))
+            self._tasks.append(asyncio.create_task(self._send_buffer(publication.sid, preconnect)))
         return self
+
+    @staticmethod
+    def spoken(text: str, language: str) -> np.ndarray:
+        """A line as the microphone hears it (espeak-ng), for `say` or a pre-connect buffer."""
+        return trim_silence(speech(text, language, SAMPLE_RATE, flowing=True))
 
     # --- what the visitor says -------------------------------------------------------------
 
     def say(self, text: str, language: str) -> Said:
         said = Said(text)
-        spoken = trim_silence(speech(text, language, SAMPLE_RATE, flowing=True))
-        self._queue.append((spoken, said))
+        self._queue.append((self.spoken(text, language), said))
         return said
 
     async def _microphone(self) -> None:
@@ -147,6 +151,8 @@ class PageVisitor(Caller):
         self.agent_identity = participant.identity
         self.agent_joined.set()
         if participant.state == rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE:
+            if self.agent_active_at is None:
+                self.agent_active_at = time.monotonic()
             self.agent_active.set()
 
     def _attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:

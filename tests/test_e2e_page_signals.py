@@ -50,7 +50,7 @@ async def test_latency_after_each_reply_and_the_recap_before_the_agent_leaves(
         redis_url, fakes_config=SCENARIO.fakes_config(), name="page-signals"
     ) as stack:
         visitor = PageVisitor()
-        await visitor.enter(request_token(stack.base_url, CALL.persona), "en")
+        await visitor.enter(request_token(stack.base_url, CALL.persona))
         try:
             await visitor.agent_replied(0.0, 90)  # the greeting, said and done
             for line in (CALL.question, CALL.booking):
@@ -117,9 +117,8 @@ async def test_what_the_visitor_said_before_the_agent_joined_is_answered(
         redis_url, fakes_config=SCENARIO.fakes_config(), name="pre-connect"
     ) as stack:
         visitor = PageVisitor()
-        await visitor.enter(
-            request_token(stack.base_url, CALL.persona), "en", preconnect=CALL.question
-        )
+        buffer = PageVisitor.spoken(CALL.question, "en")
+        await visitor.enter(request_token(stack.base_url, CALL.persona), preconnect=buffer)
         try:
             await visitor.until(visitor.preconnect_sent.is_set, 60, "the buffer to be sent")
             # The live microphone only ever carried silence: the agent heard the question

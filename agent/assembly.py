@@ -17,12 +17,13 @@ from livekit.agents import AgentSession, vad
 
 from agent.call import Call
 from agent.connection import ConnectionTracker
-from agent.conversation import Conversation, GuardTimings
+from agent.conversation import Conversation, GuardTimings, RecapWords
 from agent.desk import DemoDesk
 from agent.dispatch import JobSpec
 from agent.instructions import persona_instructions
 from agent.persona_agent import PersonaAgent
 from agent.providers import build_session
+from agent.recap import build_recap
 from agent.recording import SessionRecorder
 from agent.tools import build_tools
 
@@ -43,6 +44,12 @@ class CallParts:
     call: Call
     agent: PersonaAgent
     desk: DemoDesk
+    recap_words: RecapWords
+
+    def recap(self, end_reason: str) -> dict[str, Any]:
+        """The visitor's recap of this call so far (agent.recap)."""
+        desk = self.desk
+        return build_recap(desk.actions, desk.persona, desk.calendar, self.recap_words, end_reason)
 
 
 def assemble_call(
@@ -91,4 +98,4 @@ def assemble_call(
         persona_instructions(persona, conversation, today),
         build_tools(persona, desk, call),
     )
-    return CallParts(session, call, agent, desk)
+    return CallParts(session, call, agent, desk, conversation.recap[lang])

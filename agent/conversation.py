@@ -11,12 +11,13 @@ from __future__ import annotations
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from string import Formatter
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agents_catalog.models import Language
+from agents_catalog.models import Language, Listing
 
 DEFAULT_FILE = Path(__file__).resolve().parent / "conversation.yaml"
 LANGUAGES: tuple[Language, ...] = ("fr", "en")
@@ -50,6 +51,7 @@ class TurnSettings(_Strict):
     input_frame_ms: Annotated[int, Field(ge=10, le=100)]
     input_sample_rate: Literal[16000, 24000, 48000]
     vad_block_ms: Annotated[int, Field(ge=0, le=200)]
+    pre_connect_audio_timeout_s: Annotated[float, Field(gt=0, le=10)]
 
 
 class Phrases(_Strict):
@@ -59,6 +61,44 @@ class Phrases(_Strict):
     silence_checkin: Annotated[str, Field(min_length=2)]
     silence_goodbye: Annotated[str, Field(min_length=2)]
     error_goodbye: Annotated[str, Field(min_length=2)]
+
+
+# The placeholders each recap line may use (agent/recap.py fills them).
+RECAP_FIELDS: dict[str, frozenset[str]] = {
+    "time": frozenset({"hour", "minute"}),
+    "viewing": frozenset({"kind", "place", "day", "time", "reference", "name", "phone"}),
+    "recipient_team": frozenset({"department"}),
+    "message": frozenset({"recipient", "subject", "name", "phone", "opening_hours"}),
+    "message_subject": frozenset({"subject"}),
+    "incident": frozenset({"incident", "at", "reference", "response_time", "name", "phone"}),
+    "incident_at": frozenset({"address"}),
+    "transfer": frozenset({"department"}),
+}
+
+
+class RecapWords(_Strict):
+    """The visitor's recap lines in one language (agent/recap.py)."""
+
+    kinds: dict[str, str]
+    time: str
+    viewing: str
+    recipient_team: str
+    message: str
+    message_subject: str
+    incident: str
+    incident_at: str
+    transfer: str
+
+    @model_validator(mode="after")
+    def _complete(self) -> RecapWords:
+        listing_kinds = set(get_args(Listing.model_fields["kind"].annotation))
+        if missing := sorted(listing_kinds - set(self.kinds)):
+            raise ValueError(f"kinds: no word for {', '.join(missing)}")
+        for name, allowed in RECAP_FIELDS.items():
+            used = {f for _, f, _, _ in Formatter().parse(getattr(self, name)) if f is not None}
+            if unknown := sorted(used - allowed):
+                raise ValueError(f"{name}: unknown placeholder(s) {', '.join(unknown)}")
+        return self
 
 
 class Calendar(_Strict):
@@ -77,10 +117,11 @@ class Conversation(_Strict):
     buildings: dict[Language, str]
     phrases: dict[Language, Phrases]
     calendar: dict[Language, Calendar]
+    recap: dict[Language, RecapWords]
 
     @model_validator(mode="after")
     def _every_language(self) -> Conversation:
-        for name in ("framing", "departments", "buildings", "phrases", "calendar"):
+        for name in ("framing", "departments", "buildings", "phrases", "calendar", "recap"):
             missing = [lang for lang in LANGUAGES if lang not in getattr(self, name)]
             if missing:
                 raise ValueError(f"{name}: missing language(s) {', '.join(missing)}")

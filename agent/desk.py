@@ -3,7 +3,10 @@
 Plain Python, no LiveKit: every answer is a small JSON-able dict the LLM reads back. Each
 call gets its own desk, so a slot booked during a call is taken for the rest of that call
 and forgotten when it ends (demo data is never written anywhere). Names and callback
-numbers are checked for shape and then dropped: they live only in the conversation.
+numbers are checked for shape and are not in the answers. What the desk did (`actions`:
+the viewings booked, messages taken, incidents logged, transfers) stays in this desk's
+memory for the call, the caller's name and number with it, for the visitor's recap
+(agent.recap) at the end; it goes with the desk when the call ends.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from agent.conversation import Calendar
-from agents_catalog.models import Listing, Persona, VisitSlot
+from agents_catalog.models import IncidentType, Listing, Persona, VisitSlot
 
 MAX_RESULTS = 3
 MAX_ALTERNATIVES = 3
@@ -51,6 +54,44 @@ def phone_ok(phone: str) -> bool:
 
 def _reference(prefix: str) -> str:
     return f"{prefix}-{secrets.randbelow(9000) + 1000}"
+
+
+@dataclass(frozen=True)
+class ViewingBooked:
+    reference: str
+    listing: Listing
+    day: date
+    start: time
+    duration_min: int
+    name: str
+    phone: str
+
+
+@dataclass(frozen=True)
+class MessageTaken:
+    recipient: str  # the team, or the agency when no team was named
+    department: str | None
+    subject: str
+    name: str
+    phone: str
+
+
+@dataclass(frozen=True)
+class IncidentReported:
+    reference: str
+    incident: IncidentType
+    address: str  # the managed building's address, or the place as the caller gave it
+    description: str
+    name: str
+    phone: str
+
+
+@dataclass(frozen=True)
+class TransferSimulated:
+    department: str
+
+
+Action = ViewingBooked | MessageTaken | IncidentReported | TransferSimulated
 
 
 @dataclass(frozen=True)
@@ -92,6 +133,15 @@ class DemoDesk:
         self._today = today
         self._calendar = calendar
         self._booked: set[str] = set()
+        self.actions: list[Action] = []
+
+    @property
+    def persona(self) -> Persona:
+        return self._persona
+
+    @property
+    def calendar(self) -> Calendar:
+        return self._calendar
 
     # --- listings ----------------------------------------------------------------------
 
@@ -249,9 +299,14 @@ class DemoDesk:
         self._booked.add(slot.id)
         listing = self.listing(listing_ref)
         assert listing is not None
+        reference = _reference("VIS")
+        self.actions.append(
+            ViewingBooked(reference, listing, self._slot_date(slot), slot.start,
+                          slot.duration_min, name.strip(), phone.strip())
+        )  # fmt: skip
         return {
             "status": "booked",
-            "reference": _reference("VIS"),
+            "reference": reference,
             "slot": self._slot_card(slot),
             "listing": {"kind": listing.kind, "district": listing.district, "city": listing.city},
             "detail": "An agent will meet the caller at the property; a confirmation would be "
@@ -260,16 +315,23 @@ class DemoDesk:
 
     # --- messages, transfers, incidents -----------------------------------------------
 
-    def take_message(self, name: str, phone: str, department: str | None) -> Answer:
+    def take_message(
+        self, name: str, phone: str, department: str | None, subject: str = ""
+    ) -> Answer:
         if problem := contact_problem(name, phone):
             return problem
         departments = self._data.transfer_departments
         if department and departments and department not in departments:
             return {"status": "unknown_department", "departments": list(departments)}
-        # The message itself is deliberately not kept: in the demo nobody will call back.
+        # Nobody will call back in the demo: the message goes no further than this call's
+        # recap, shown to the caller who left it.
+        recipient = department or self._data.agency.name
+        self.actions.append(
+            MessageTaken(recipient, department, subject.strip(), name.strip(), phone.strip())
+        )
         return {
             "status": "message_taken",
-            "for": department or self._data.agency.name,
+            "for": recipient,
             "callback": f"during opening hours ({self._data.agency.opening_hours})",
         }
 
@@ -277,6 +339,7 @@ class DemoDesk:
         departments = self._data.transfer_departments
         if department not in departments:
             return {"status": "unknown_department", "departments": list(departments)}
+        self.actions.append(TransferSimulated(department))
         return {
             "status": "simulated_transfer",
             "department": department,
@@ -300,7 +363,9 @@ class DemoDesk:
                     return building
         return None
 
-    def report_incident(self, incident_code: str, location: str, name: str, phone: str) -> Answer:
+    def report_incident(
+        self, incident_code: str, location: str, name: str, phone: str, description: str = ""
+    ) -> Answer:
         kinds = {t.code: t for t in self._data.incident_types}
         incident = kinds.get(incident_code)
         if incident is None:
@@ -308,6 +373,7 @@ class DemoDesk:
         if problem := contact_problem(name, phone):
             return problem
         answer: Answer = {"urgency": incident.urgency}
+        address = location.strip()
         if self._data.buildings:
             building = self._building(location)
             if building is None:
@@ -316,12 +382,17 @@ class DemoDesk:
                     "detail": "This address is not one of the buildings we manage.",
                     "managed_buildings": [b.address for b in self._data.buildings],
                 }
-            answer["building"] = building.address
+            answer["building"] = address = building.address
             if building.caretaker:
                 answer["caretaker"] = building.caretaker
+        reference = _reference("INC")
+        self.actions.append(
+            IncidentReported(reference, incident, address, description.strip(), name.strip(),
+                             phone.strip())
+        )  # fmt: skip
         return {
             "status": "logged",
-            "reference": _reference("INC"),
+            "reference": reference,
             "incident": incident.label,
             **answer,
             "advice": incident.advice,

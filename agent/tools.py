@@ -184,7 +184,10 @@ def build_tools(persona: Persona, desk: DemoDesk, hangup: Hangup) -> list[Any]:
 
             def message(args: dict[str, Any]) -> dict[str, Any]:
                 return desk.take_message(
-                    _text(args, "name"), _text(args, "phone"), args.get("department") or None
+                    _text(args, "name"),
+                    _text(args, "phone"),
+                    args.get("department") or None,
+                    _text(args, "subject"),
                 )
 
             tools.append(_tool(schema, message))
@@ -233,6 +236,7 @@ def build_tools(persona: Persona, desk: DemoDesk, hangup: Hangup) -> list[Any]:
                     _text(args, "location"),
                     _text(args, "name"),
                     _text(args, "phone"),
+                    _text(args, "description"),
                 )
 
             tools.append(_tool(schema, incident))

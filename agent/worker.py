@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, JobRequest
+from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest
 from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
 
 from agent.assembly import assemble_call
@@ -25,7 +25,9 @@ from agent.claiming import claim_at_request, claim_at_start
 from agent.connection import ConnectionTracker
 from agent.conversation import Conversation, default_conversation
 from agent.dispatch import JobRejected, JobSpec, parse_job_metadata
+from agent.early_audio import wait_for_early_audio
 from agent.ending import END_REASON_ATTRIBUTE, EndReason
+from agent.page_signals import PageSignals
 from agent.providers import build_llm, build_stt, build_tts, require_provider_keys
 from agent.recording import RecordOutbox, SessionRecorder
 from agent.vad_blocks import BlockedSileroVAD
@@ -171,12 +173,16 @@ async def entrypoint(ctx: JobContext) -> None:
         spec.session_id, SessionStore(redis), Admission(redis, data.policies), outbox
     )
     connection = ConnectionTracker()
+    signals = PageSignals(ctx.room)
 
     async def finished(call: Call) -> None:
-        # Say why before leaving (the demo page reads this attribute to tell the visitor:
-        # web/src/agent_signals.js), then delete the room: every end deletes it, so the
-        # page sees the call is over and LiveKit stops billing an empty room.
+        # The visitor's recap first, while they are still in the room (not when they hung
+        # up); then say why before leaving (the demo page reads this attribute to tell the
+        # visitor: web/src/agent_signals.js), then delete the room: every end deletes it,
+        # so the page sees the call is over and LiveKit stops billing an empty room.
         reason = (call.end_reason or EndReason.SHUTDOWN).value
+        if call.end_reason is not EndReason.USER_HANGUP:
+            await signals.send_recap(parts.recap(reason))
         # The end record first: deleting the room makes LiveKit send participant_left and
         # room_finished, and a webhook that beat the worker's own release would record a
         # healthy call as abandoned. With Redis down this waits briefly, then goes on.
@@ -205,6 +211,19 @@ async def entrypoint(ctx: JobContext) -> None:
         on_finished=finished,
     )
 
+    turns = data.conversation.turns
+
+    async def early_audio() -> None:
+        try:
+            async with asyncio.timeout(turns.pre_connect_audio_timeout_s):
+                await wait_for_early_audio(parts.session, ctx.room, ctx.wait_for_participant())
+        except TimeoutError:
+            log.warning(
+                "greeting: the visitor's microphone or its early audio did not come in time"
+            )
+
+    parts.agent.before_greeting = early_audio
+
     async def flush_records(_reason: str) -> None:
         try:
             await asyncio.wait_for(parts.call.finished.wait(), CALL_CLOSE_WAIT_S)
@@ -222,9 +241,14 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.log_context_fields = {"session_id": spec.session_id, "persona": spec.persona.id}
 
     try:
-        await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
         connection.attach(ctx.room)
+        signals.attach(parts.session)
         parts.call.begin()
+        # The session connects to the room itself, after RoomIO has registered its handler
+        # for the page's pre-connect audio (what the visitor said before the agent joined,
+        # sent as soon as the agent is in the room): connecting first could let it arrive
+        # with nobody to take it. Every track is subscribed; the visitor's token can only
+        # publish a microphone (livekit_token.py).
         await parts.session.start(
             parts.agent,
             room=ctx.room,
@@ -240,8 +264,10 @@ async def entrypoint(ctx: JobContext) -> None:
                 video_input=False,
                 text_input=False,
                 audio_input=AudioInputOptions(
-                    sample_rate=data.conversation.turns.input_sample_rate,
-                    frame_size_ms=data.conversation.turns.input_frame_ms,
+                    sample_rate=turns.input_sample_rate,
+                    frame_size_ms=turns.input_frame_ms,
+                    pre_connect_audio=True,
+                    pre_connect_audio_timeout=turns.pre_connect_audio_timeout_s,
                 ),
             ),
         )

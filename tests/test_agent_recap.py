@@ -1,0 +1,231 @@
+"""The visitor's recap, built from what the tools really did, in the call's language: calls
+driven through AgentSession.run() by the scripted LLM (tests/agent_support.py), each with
+tool calls that succeed and tool calls the desk refuses. The recap holds exactly the ones
+that succeeded, with the tools' own references, dates and times."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from livekit import rtc
+from livekit.agents import llm
+
+from agent.conversation import DEFAULT_FILE, ConversationError, load_conversation
+from agent.page_signals import PageSignals, latency_message, reply_latency
+from agent.recap import RECAP_VERSION
+from tests.agent_support import CATALOG, TODAY, Step, Tool, Turn, finished, start_call, tool_outputs
+
+TOMORROW = (TODAY + timedelta(days=1)).isoformat()
+
+
+def _persona(persona_id: str) -> Any:
+    persona = CATALOG.get(persona_id)
+    assert persona is not None
+    return persona
+
+
+async def _run_call(
+    persona_id: str, turns: list[Turn], lines: list[str]
+) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
+    """Say each line in turn, end the call; (the call's parts, each tool's outputs)."""
+    parts, scripted = await start_call(persona_id, turns)
+    outputs: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for line in lines:
+            result = await parts.session.run(user_input=line)
+            for name in ("book_visit", "take_message", "transfer_to_human", "report_incident"):
+                outputs.setdefault(name, []).extend(tool_outputs(result, name))
+        await finished(parts)
+    finally:
+        await parts.session.aclose()
+    assert scripted.errors == []
+    assert parts.call.end_reason == "end_call"
+    return parts, outputs
+
+
+def _statuses(outputs: dict[str, list[dict[str, Any]]], name: str) -> list[str]:
+    return [o["status"] for o in outputs[name]]
+
+
+async def test_french_recap_holds_the_booking_the_message_and_the_transfer_that_happened():
+    booking = {"listing_ref": "LYO-101", "date": TOMORROW, "time": "10:30",
+               "name": "Marie Dupont", "phone": "06 98 76 54 32"}  # fmt: skip
+    message = {"name": "Marie Dupont", "phone": "06 98 76 54 32", "department": "syndic",
+               "subject": "Question sur les charges de copropriété"}  # fmt: skip
+    turns = [
+        Turn("visite", (Step(tools=(Tool("book_visit", {**booking, "phone": "12"}),)),
+                        Step(tools=(Tool("book_visit", {**booking, "time": "03:00"}),)),
+                        Step(tools=(Tool("book_visit", booking),)),
+                        Step(text="C'est réservé."))),
+        Turn("message", (Step(tools=(Tool("take_message", {**message, "department": "compta"}),)),
+                         Step(tools=(Tool("take_message", message),)),
+                         Step(text="C'est noté."))),
+        Turn("quelqu'un", (Step(tools=(Tool("transfer_to_human", {"department": "direction"}),)),
+                           Step(tools=(Tool("transfer_to_human",
+                                            {"department": "gestion locative"}),)),
+                           Step(text="Je vous transfère."))),
+        Turn("au revoir", (Step(text="Au revoir !", tools=(Tool("end_call"),)),)),
+    ]  # fmt: skip
+    lines = ["Je voudrais une visite", "Je laisse un message", "Je veux parler à quelqu'un",
+             "Merci, au revoir"]  # fmt: skip
+    parts, outputs = await _run_call("agence-immo-fr", turns, lines)
+
+    # The desk refused the first attempts of each; only what it did is in the recap.
+    assert _statuses(outputs, "book_visit") == ["invalid_phone", "no_slot_at_that_time", "booked"]
+    assert _statuses(outputs, "take_message") == ["unknown_department", "message_taken"]
+    assert _statuses(outputs, "transfer_to_human") == ["unknown_department", "simulated_transfer"]
+    booked = outputs["book_visit"][-1]
+    recap = parts.recap(parts.call.end_reason.value)
+    hours = _persona("agence-immo-fr").demo_data.agency.opening_hours
+    assert recap == {
+        "v": RECAP_VERSION,
+        "lang": "fr",
+        "end_reason": "end_call",
+        "items": [
+            {"type": "viewing", "reference": booked["reference"], "listing_ref": "LYO-101",
+             "property": "apartment", "transaction": "sale", "place": "Croix-Rousse, Lyon",
+             "date": TOMORROW, "date_text": "samedi 28 novembre 2026", "time": "10:30",
+             "duration_min": booked["slot"]["duration_min"], "name": "Marie Dupont",
+             "phone": "06 98 76 54 32",
+             "text": "Visite réservée : appartement à Croix-Rousse, Lyon, le samedi 28 novembre "
+                     f"2026 à 10 h 30 (référence {booked['reference']}), au nom de Marie "
+                     "Dupont, joignable au 06 98 76 54 32."},
+            {"type": "message", "recipient": "syndic", "department": "syndic",
+             "subject": "Question sur les charges de copropriété", "name": "Marie Dupont",
+             "phone": "06 98 76 54 32", "callback_hours": hours,
+             "text": "Message laissé pour le service syndic : « Question sur les charges de "
+                     "copropriété », au nom de Marie Dupont, à rappeler au 06 98 76 54 32 aux "
+                     f"heures d'ouverture ({hours})."},
+            {"type": "transfer", "department": "gestion locative", "simulated": True,
+             "text": "Transfert vers le service gestion locative, simulé dans cette "
+                     "démonstration."},
+        ],
+    }  # fmt: skip
+    # The tool's own date and time, as it told the model.
+    assert (booked["slot"]["date"], booked["slot"]["time"]) == (TOMORROW, "10:30")
+    json.dumps(recap)  # goes on the wire as it is
+
+
+async def test_english_recap_of_a_booking_and_a_message_for_the_agency():
+    booking = {"listing_ref": "BDX-201", "date": TOMORROW, "time": "11:00", "name": "John Smith",
+               "phone": "06 12 34 56 78"}  # fmt: skip
+    message = {"name": "John Smith", "phone": "06 12 34 56 78", "subject": "A valuation",
+               "department": None}  # fmt: skip
+    turns = [
+        Turn("viewing", (Step(tools=(Tool("book_visit", booking),)), Step(text="Booked."))),
+        Turn("again", (Step(tools=(Tool("book_visit", booking),)), Step(text="It's gone."))),
+        Turn("message", (Step(tools=(Tool("take_message", message),)), Step(text="Noted."))),
+        Turn("bye", (Step(tools=(Tool("end_call"),)),)),
+    ]  # fmt: skip
+    parts, outputs = await _run_call(
+        "realty-desk-en", turns, ["A viewing please", "Book it again", "A message", "bye"]
+    )
+    assert _statuses(outputs, "book_visit") == ["booked", "taken"]  # booked once only
+    booked = outputs["book_visit"][0]
+    agency = _persona("realty-desk-en").demo_data.agency
+    recap = parts.recap("end_call")
+    assert recap["lang"] == "en"
+    viewing, note = recap["items"]
+    assert viewing["reference"] == booked["reference"]
+    assert (viewing["date"], viewing["time"]) == (booked["slot"]["date"], booked["slot"]["time"])
+    assert viewing["place"] == f"{booked['listing']['district']}, {booked['listing']['city']}"
+    assert viewing["text"] == (
+        "Viewing booked: flat in Chartrons, Bordeaux, Saturday 28 November 2026 at 11:00 "
+        f"(reference {booked['reference']}), for John Smith, on 06 12 34 56 78."
+    )
+    assert note == {
+        "type": "message", "recipient": agency.name, "department": None,
+        "subject": "A valuation", "name": "John Smith", "phone": "06 12 34 56 78",
+        "callback_hours": agency.opening_hours,
+        "text": f'Message left for {agency.name}: "A valuation", from John Smith, to be called '
+                f"back on 06 12 34 56 78 during opening hours ({agency.opening_hours}).",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("persona_id", "refused", "location", "address"),
+    [("gestion-incidents-fr", "3 avenue Foch", "14 rue Lemercier, 3e étage",
+      "Résidence Les Tilleuls, 14 rue Lemercier, 75017 Paris"),
+     ("after-hours-en", None, "12 avenue Jean Médecin, Nice", "12 avenue Jean Médecin, Nice")],
+)  # fmt: skip
+async def test_recap_of_an_incident_has_its_reference_and_where_it_is(
+    persona_id, refused, location, address
+):
+    incident = _persona(persona_id).demo_data.incident_types[0]
+    args = {"incident_code": incident.code, "location": location, "description": "under the sink",
+            "name": "Léa Martin", "phone": "06 98 76 54 32"}  # fmt: skip
+    steps = [Step(tools=(Tool("report_incident", {**args, "location": refused}),))] if refused \
+        else []  # fmt: skip
+    turns = [
+        Turn("leak", (*steps, Step(tools=(Tool("report_incident", args),)), Step(text="Logged."))),
+        Turn("bye", (Step(text="Goodbye.", tools=(Tool("end_call"),)),)),
+    ]
+    parts, outputs = await _run_call(persona_id, turns, ["A leak", "bye"])
+    logged = outputs["report_incident"][-1]
+    assert logged["status"] == "logged"
+    if refused:
+        assert _statuses(outputs, "report_incident") == ["not_managed", "logged"]
+    [item] = parts.recap("end_call")["items"]
+    assert item == {
+        "type": "incident", "reference": logged["reference"], "incident": incident.label,
+        "urgency": incident.urgency, "address": address, "description": "under the sink",
+        "response_time": incident.response_time, "advice": incident.advice,
+        "name": "Léa Martin", "phone": "06 98 76 54 32", "text": item["text"],
+    }  # fmt: skip
+    if persona_id.endswith("-fr"):
+        assert item["text"] == (
+            f"Incident signalé : {incident.label}, {address} (référence {logged['reference']}), "
+            f"par Léa Martin, joignable au 06 98 76 54 32. {incident.response_time}"
+        )
+    else:
+        assert item["text"] == (
+            f"Incident reported: {incident.label}, {address} (reference {logged['reference']}), "
+            f"by Léa Martin, on 06 98 76 54 32. {incident.response_time}"
+        )
+
+
+async def test_a_call_where_nothing_was_done_has_an_empty_recap():
+    turns = [Turn("hours", (Step(text="We open at nine."),)),
+             Turn("bye", (Step(tools=(Tool("end_call"),)),))]  # fmt: skip
+    parts, _ = await _run_call("realty-desk-en", turns, ["What are your hours?", "bye"])
+    assert parts.recap("silence") == {"v": 1, "lang": "en", "end_reason": "silence", "items": []}
+
+
+def _conversation_file(tmp_path: Path, change: Any) -> Path:
+    raw = yaml.safe_load(DEFAULT_FILE.read_text(encoding="utf-8"))
+    change(raw["recap"])
+    path = tmp_path / "conversation.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [(lambda r: r["fr"]["kinds"].pop("loft"), "recap.fr: Value error, kinds: no word for loft"),
+     (lambda r: r["en"].update(viewing="Booked {when}"), "viewing: unknown placeholder(s) when"),
+     (lambda r: r.pop("en"), "recap: missing language(s) en")],
+)  # fmt: skip
+def test_recap_wording_is_checked_when_the_file_loads(tmp_path, change, error):
+    with pytest.raises(ConversationError) as raised:
+        load_conversation(_conversation_file(tmp_path, change))
+    assert error in str(raised.value)
+
+
+def test_reply_latency_is_the_frameworks_e2e_latency_of_agent_replies_only():
+    reply = llm.ChatMessage(role="assistant", content=["Yes."], metrics={"e2e_latency": 0.8731})
+    assert reply_latency(reply) == pytest.approx(0.8731)
+    assert latency_message(0.8731) == {"v": 1, "seconds": 0.873}
+    greeting = llm.ChatMessage(role="assistant", content=["Hello."])  # said, not an answer
+    heard = llm.ChatMessage(role="user", content=["Hi"], metrics={"stopped_speaking_at": 1.0})
+    early = llm.ChatMessage(role="assistant", content=["Hm"], metrics={"e2e_latency": -0.1})
+    assert [reply_latency(m) for m in (greeting, heard, early)] == [None, None, None]
+
+
+async def test_nothing_is_sent_to_a_room_the_visitor_is_not_in():
+    signals = PageSignals(rtc.Room())  # never connected: nobody to send to
+    assert await signals.send_recap({"v": 1, "items": []}) is False

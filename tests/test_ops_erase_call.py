@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from policies import keys
-from tests.livekit_caller import Caller, request_token
+from tests.e2e_support import Visitor, issued
 from tests.livekit_stack import running_stack, stack_env
 from tests.ops_support import HASH_SECRET, OPS_TOKEN
 from tests.support import ROOT
@@ -56,13 +56,13 @@ def global_seconds(client: redis.Redis, day: int) -> int:
 async def test_erasure_ends_the_call_in_progress(redis_url: str, redis_client: redis.Redis) -> None:
     extra = {"OPS_TOKEN": OPS_TOKEN, "VISITOR_HASH_SECRET": HASH_SECRET}
     with running_stack(redis_url, name="ops-erase-call", env=extra) as stack:
-        grant = request_token(stack.base_url, "realty-desk-en")
+        grant = issued(stack)
         session_id, room_name = grant["session_id"], grant["room_name"]
-        caller = await Caller().join(grant)
+        caller = await Visitor(grant).join()
         hung_up = asyncio.Event()
         caller.room.on("disconnected", lambda *_: hung_up.set())
         try:
-            await asyncio.wait_for(caller.agent_voice.wait(), 60)  # the greeting
+            await caller.agent_speaks(timeout=60)  # the greeting
             await eventually(
                 lambda: session_record(redis_client, session_id).get("status") == "started",
                 30,

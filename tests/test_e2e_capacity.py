@@ -36,7 +36,9 @@ async def test_a_worker_full_at_its_call_count_declines_the_next_call(
         second = await Visitor(issued(stack)).join()
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(second.agent_tracks.get(), 8)
-        assert "no worker available to handle job" in stack.logs()["livekit-server.log"]
+        # LiveKit either knew the worker was full (its status) or asked and was told so.
+        log = stack.logs()["livekit-server.log"]
+        assert "no worker available to handle job" in log or "no servers available" in log
         await second.leave()
 
         # The first call ends (the visitor hangs up): the worker takes calls again.

@@ -4,9 +4,9 @@ the suite) and the long CLI run (tests/fuzz_run.py with tests/fuzz_hooks.py).
 A real `python token_server.py` on loopback with a real Redis. Limits are raised far out of
 reach: the run is about input handling, and a visitor (every generated request comes from
 one address, or the few valid ones the fuzzer writes in X-Forwarded-For) must not be
-refused by admission after its first few calls. The join window is the longest the policy
-allows, so the never-joined sweeper closes nothing while a run lasts (a write of its own
-would look like one made by a refused request).
+refused by admission, or by the request form's daily limits, after its first few calls. The
+join window is the longest the policy allows, so the never-joined sweeper closes nothing
+while a run lasts (a write of its own would look like one made by a refused request).
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import redis
 
+from policies import keys
+from tests.sales_support import write_request_policies
 from tests.support import write_policies
 from tests.token_support import settings_env
 
@@ -28,14 +31,23 @@ FUZZ_LIMITS: dict[str, object] = {
     "global": {"concurrent_sessions": 1_000_000, "minutes_per_day": 100_000_000},
     "session": {"join_window_s": 900},
 }  # fmt: skip
+# The request form's day (policies/requests.yaml): the most its rules allow per visitor.
+FUZZ_REQUEST_LIMITS = {"per_visitor_per_day": 100, "global_per_day": 100_000}
 ALLOWED_ORIGIN = "https://www.onecallflow.test"
-# The only status that may write to Redis during a run: an admission. Admission refusals
-# (429, 403 blocked, 503 capacity) are recorded too, by design, but with FUZZ_LIMITS none
-# happens; a request refused for its input never gets that far.
+# The only status that may write to Redis during a run: an admission or an accepted sales
+# request. Admission refusals (429, 403 blocked, 503 capacity) are recorded too, by design,
+# but with FUZZ_LIMITS none happens; a request refused for its input never gets that far.
 ADMITTED = 201
+# What an accepted sales request writes: its record, its email's index, the day's counts,
+# and the salt of the visitor's pseudonym if none was drawn yet (no mail: no queue).
+REQUEST_WRITES = frozenset(
+    {keys.REQUEST, keys.REQUESTS_BY_EMAIL, keys.REQUESTS_VISITOR_DAY, keys.REQUESTS_GLOBAL_DAY,
+     keys.SALT}
+)  # fmt: skip
 
 
 def fuzz_policies(directory: Path) -> Path:
+    write_request_policies(directory, limits=FUZZ_REQUEST_LIMITS)
     return write_policies(directory, limits=FUZZ_LIMITS)
 
 
@@ -74,17 +86,33 @@ def redis_state(client: redis.Redis) -> dict[bytes, tuple[str, Any]]:
     return {name: (kind, value) for (name, kind), value in zip(present, values, strict=True)}
 
 
-def describe_changes(
+def changed_keys(
     before: dict[bytes, tuple[str, Any]], after: dict[bytes, tuple[str, Any]]
-) -> list[str]:
+) -> list[tuple[str, bytes]]:
+    """(how, key) for every key added, removed or changed."""
     added = sorted(set(after) - set(before))
     removed = sorted(set(before) - set(after))
     changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
     return (
-        [f"added {k!r}" for k in added]
-        + [f"removed {k!r}" for k in removed]
-        + [f"changed {k!r}" for k in changed]
+        [("added", k) for k in added]
+        + [("removed", k) for k in removed]
+        + [("changed", k) for k in changed]
     )
+
+
+def describe_changes(
+    before: dict[bytes, tuple[str, Any]], after: dict[bytes, tuple[str, Any]]
+) -> list[str]:
+    return [f"{how} {key!r}" for how, key in changed_keys(before, after)]
+
+
+def honeypot_filled(document: dict[str, Any]) -> Callable[[object], bool]:
+    """Whether a request form's body is caught by the honeypot, as the document says
+    (HoneypotFilled): the oracle for what its 201 may have written."""
+    validator = jsonschema_rs.validator_for(
+        {"$ref": "#/components/schemas/HoneypotFilled", "components": document["components"]}
+    )
+    return validator.is_valid
 
 
 @dataclass
@@ -106,6 +134,25 @@ class RedisWatch:
         """What a refused case (any answer but an admission) changed: must be nothing."""
         return [] if status == ADMITTED else self.changes()
 
+    def sales_request_problems(self, reference: str, honeypot: bool) -> list[str]:
+        """What is wrong in Redis after a 201 of the request form: the honeypot must have
+        changed nothing; an accepted request must have added the record it names, and
+        changed nothing but what accounts for it."""
+        if self._before is None:
+            raise AssertionError("no snapshot taken before this case")
+        after = redis_state(self.client)
+        changes = changed_keys(self._before, after)
+        if honeypot:
+            return [f"honeypot {how} {key!r}" for how, key in changes]
+        record = keys.request(reference).encode()
+        problems = [] if ("added", record) in changes else [f"no new record {record!r}"]
+        problems += [
+            f"{how} {key!r}"
+            for how, key in changes
+            if how == "removed" or keys.kind_of(key.decode()) not in REQUEST_WRITES
+        ]
+        return problems
+
 
 @dataclass
 class FuzzTally:
@@ -114,6 +161,8 @@ class FuzzTally:
     operations: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     refusals_checked: int = 0
+    # 201s of the request form: stored, or caught by the honeypot (nothing stored).
+    sales_requests: Counter[str] = field(default_factory=Counter)
 
     def record(self, operation: str, status: int) -> None:
         self.operations[operation] += 1
@@ -128,4 +177,8 @@ class FuzzTally:
     def summary(self) -> str:
         by_status = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
         by_operation = ", ".join(f"{o}: {n}" for o, n in sorted(self.operations.items()))
-        return f"{self.cases} cases; statuses {by_status}; per operation {by_operation}"
+        requests = ", ".join(f"{o}: {n}" for o, n in sorted(self.sales_requests.items()))
+        return (
+            f"{self.cases} cases; statuses {by_status}; per operation {by_operation}; "
+            f"sales requests {requests or 'none'}"
+        )

@@ -217,11 +217,22 @@ async def the_document(apps: Apps) -> Responses:
     return [response]
 
 
-async def _token(
-    app: Any, body: Any = OURS, peer: str = "127.0.0.1", headers: dict[str, str] | None = None
+async def _post(
+    app: Any, path: str, body: Any, peer: str = "127.0.0.1", headers: dict[str, str] | None = None
 ) -> httpx.Response:
     async with asgi_client(app, peer=peer) as client:
-        return await client.post("/api/token", json=body, headers=headers)
+        return await client.post(path, json=body, headers=headers)
+
+
+async def _token(app: Any, body: Any = OURS, **kwargs: Any) -> httpx.Response:
+    return await _post(app, "/api/token", body, **kwargs)
+
+
+async def _without_peer(app: Any, path: str, body: Any) -> httpx.Response:
+    """From a listener that gives no peer address (scope["client"] is None)."""
+    transport = httpx.ASGITransport(app=app, client=None)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo.test") as client:
+        return await client.post(path, json=body)
 
 
 @scenario("POST", "/api/token", 201)
@@ -237,10 +248,7 @@ async def admitted(apps: Apps) -> Responses:
 
 @scenario("POST", "/api/token", 400)
 async def no_client_address(apps: Apps) -> Responses:
-    # A listener that gives no peer address (scope["client"] is None).
-    transport = httpx.ASGITransport(app=apps.roomy(), client=None)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://demo.test") as client:
-        return [await client.post("/api/token", json=OURS)]
+    return [await _without_peer(apps.roomy(), "/api/token", OURS)]
 
 
 @scenario("POST", "/api/token", 403)
@@ -322,11 +330,8 @@ async def preflight_from_elsewhere(apps: Apps) -> Responses:
     return [await _options(apps.roomy(), {"Origin": "https://evil.example"})]
 
 
-async def _request(
-    app: Any, body: Any = FORM, peer: str = "127.0.0.1", headers: dict[str, str] | None = None
-) -> httpx.Response:
-    async with asgi_client(app, peer=peer) as client:
-        return await client.post("/api/requests", json=body, headers=headers)
+async def _request(app: Any, body: Any = FORM, **kwargs: Any) -> httpx.Response:
+    return await _post(app, "/api/requests", body, **kwargs)
 
 
 @scenario("POST", "/api/requests", 201)
@@ -344,9 +349,7 @@ async def request_accepted(apps: Apps) -> Responses:
 
 @scenario("POST", "/api/requests", 400)
 async def request_without_client_address(apps: Apps) -> Responses:
-    transport = httpx.ASGITransport(app=apps.roomy(), client=None)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://demo.test") as client:
-        return [await client.post("/api/requests", json=FORM)]
+    return [await _without_peer(apps.roomy(), "/api/requests", FORM)]
 
 
 @scenario("POST", "/api/requests", 403)

@@ -130,6 +130,13 @@ def test_every_character_before_inside_and_after_each_field() -> None:
 
 # --- many bodies ---------------------------------------------------------------------------
 
+# The same examples on every run, nothing kept between runs, no time limit on slow draws.
+REPRODUCIBLE: dict[str, Any] = {
+    "derandomize": True,
+    "database": None,
+    "deadline": None,
+    "suppress_health_check": list(HealthCheck),
+}
 ODD = "aZ0+-.()@_!~ \t\n\r\x0b\x1c\x1f\x00\x7f\x85\xa0\u1680\u2028\u2029\u3000\ufeffé中😀"
 OTHER_TYPES = st.sampled_from([None, True, False, 0, 0.0, 1, -1, 2.5, [], {}, [""], {"a": 1}])
 
@@ -172,13 +179,7 @@ def field_values(name: str) -> st.SearchStrategy[object]:
     return st.one_of(own, mutated(own), st.text(ODD, max_size=40), OTHER_TYPES)
 
 
-@settings(
-    max_examples=100,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-)
+@settings(max_examples=100, **REPRODUCIBLE)
 @pytest.mark.parametrize("name", sorted(FIELDS))
 @given(data=st.data())
 def test_each_field_is_documented_as_the_form_checks_it(name: str, data: st.DataObject) -> None:
@@ -201,13 +202,7 @@ def bodies(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
-@settings(
-    max_examples=300,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-)
+@settings(max_examples=300, **REPRODUCIBLE)
 @given(bodies())
 def test_the_document_takes_exactly_the_bodies_the_form_takes(body: dict[str, Any]) -> None:
     assert_agree(body)

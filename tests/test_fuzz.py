@@ -21,6 +21,7 @@ docs/security.md, "Fuzzing".
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 from collections.abc import Iterator
 from typing import Any
@@ -119,6 +120,15 @@ def test_the_redis_watch_sees_any_write(fuzz_redis: redis.Redis) -> None:
     watch.before_case()
     fuzz_redis.set("watch-test:admitted", "x")
     assert watch.refusal_changes(ADMITTED) == []  # an admission may write
+    # A key that runs out of time meanwhile is Redis' doing; one deleted before its time is not.
+    fuzz_redis.set("watch-test:expiring", "x", px=200)
+    fuzz_redis.set("watch-test:deleted", "x", ex=60)
+    watch.before_case()
+    time.sleep(0.3)
+    assert fuzz_redis.get("watch-test:expiring") is None
+    assert watch.refusal_changes(404) == []
+    fuzz_redis.delete("watch-test:deleted")
+    assert watch.refusal_changes(404) == ["removed b'watch-test:deleted'"]
     fuzz_redis.flushdb()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -64,14 +65,47 @@ def refusal_error(refused: Refused) -> ApiError:
     return ApiError(429, "rate_limited", text, headers, reason=reason.value)
 
 
+# A \u escape of a surrogate half. Two in a row make one character beyond U+FFFF; one alone
+# is no character at all (UTF-8 has no encoding for it): nothing could store or answer it.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")  # Python's parser would take it as a float
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
+    return False
+
+
 def parse_json_body(headers: dict[bytes, bytes], body: bytes) -> Any:
+    """The body as JSON (UTF-8, a BOM tolerated), or 422 `invalid_json` for anything the
+    server could not hold: not UTF-8, not JSON (NaN and Infinity included), nested deeper
+    or holding longer integers than Python parses, or a lone surrogate escape."""
     content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
     if content_type != b"application/json":
         raise ApiError(415, "unsupported_media_type", "Send the request body as application/json.")
+    invalid = ApiError(422, "invalid_json", "The request body is not valid JSON.")
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(422, "invalid_json", "The request body is not valid JSON.") from exc
+        text = body.decode("utf-8-sig")
+        parsed = json.loads(text, parse_constant=_not_json)
+    # ValueError: JSONDecodeError, UnicodeDecodeError, an integer over Python's digit limit.
+    except (ValueError, RecursionError) as exc:
+        raise invalid from exc
+    if _SURROGATE_ESCAPE.search(text) and _holds_lone_surrogate(parsed):
+        raise invalid
+    return parsed
 
 
 async def read_body(headers: dict[bytes, bytes], receive: Receive, max_bytes: int) -> bytes:

@@ -21,7 +21,15 @@ from api_errors import ApiError
 from policies import keys
 from policies.client_address import request_address
 from policies.pseudonyms import VisitorId
-from sales.form import FormInvalid, SalesForm, is_honeypot, language_of, parse_form, say
+from sales.form import (
+    FormInvalid,
+    NotAnObject,
+    SalesForm,
+    is_honeypot,
+    language_of,
+    parse_form,
+    say,
+)
 from sales.identity import new_reference
 from sales.store import Limited
 from sessions.redis_conn import REDIS_ERRORS
@@ -86,9 +94,9 @@ class RequestEndpoint(PostEndpoint):
             return _created(new_reference())
         try:
             form = parse_form(body, rules, lambda p: services.catalog.get(p) is not None)
+        except NotAnObject:
+            raise ApiError(422, "invalid_request", say(language, "not_an_object")) from None
         except FormInvalid as invalid:
-            if "_body" in invalid.problems:
-                raise ApiError(422, "invalid_request", say(language, "not_an_object")) from None
             raise FormError(invalid, language) from None
         address = request_address(scope, services.settings.trusted_networks)
         if address is None:

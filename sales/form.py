@@ -82,6 +82,14 @@ class FormInvalid(ValueError):
         self.problems = problems
 
 
+class NotAnObject(FormInvalid):
+    """The body is not a JSON object: there is no field to name (a marker among the field
+    names would be one a client could send)."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+
+
 @dataclass(frozen=True)
 class SalesForm:
     name: str
@@ -225,9 +233,10 @@ def _context(
 def parse_form(
     body: object, rules: RequestRules, persona_known: Callable[[str], bool]
 ) -> SalesForm:
-    """The form, or FormInvalid naming every field's problem (`_body` for the body)."""
+    """The form, or FormInvalid naming every field's problem (NotAnObject for a body that
+    is not an object)."""
     if not isinstance(body, Mapping):
-        raise FormInvalid({"_body": Problem("not_an_object")})
+        raise NotAnObject
     problems: dict[str, Problem] = {}
     values: dict[str, str | None] = {}
     for name in FORM_FIELDS:

@@ -1,7 +1,8 @@
 """Schemathesis hooks for the long CLI run (tests/fuzz_run.py sets SCHEMATHESIS_HOOKS to
-this module and FUZZ_REDIS_URL to the fuzzed server's Redis): the check tests/test_fuzz.py
-makes in the suite, that a refused request changes nothing in Redis, as a CLI check.
-Needs one request at a time (schemathesis.toml: workers = 1)."""
+this module and FUZZ_REDIS_URL to the fuzzed server's Redis): the checks tests/test_fuzz.py
+makes in the suite, as CLI checks: a refused request changes nothing in Redis; a 201 of the
+request form stored the request it names, or (the honeypot) nothing. Needs one request at a
+time (schemathesis.toml: workers = 1)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from typing import Any
 import redis
 import schemathesis
 
-from tests.fuzz_support import RedisWatch
+from agents_catalog import load_catalog
+from api_document import load_document
+from tests.fuzz_support import ADMITTED, RedisWatch, honeypot_filled
 
 WATCH = RedisWatch(redis.Redis.from_url(os.environ["FUZZ_REDIS_URL"]))
+HONEYPOT_FILLED = honeypot_filled(load_document([p.id for p in load_catalog()]))
 
 
 @schemathesis.hook
@@ -24,9 +28,14 @@ def before_call(
 
 
 @schemathesis.check
-def redis_unchanged_by_refusals(
+def redis_changed_only_by_what_was_accepted(
     ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case[Any]
 ) -> bool | None:
+    if case.operation.label == "POST /api/requests" and response.status_code == ADMITTED:
+        reference = response.json()["reference"]
+        wrong = WATCH.sales_request_problems(reference, HONEYPOT_FILLED(case.body))
+        if wrong:
+            raise AssertionError(f"answered 201 {reference}: {wrong[:10]}")
     changed = WATCH.refusal_changes(response.status_code)
     if changed:
         raise AssertionError(f"answered {response.status_code} and changed Redis: {changed[:10]}")

@@ -4,22 +4,32 @@ the suite) and the long CLI run (tests/fuzz_run.py with tests/fuzz_hooks.py).
 A real `python token_server.py` on loopback with a real Redis. Limits are raised far out of
 reach: the run is about input handling, and a visitor (every generated request comes from
 one address, or the few valid ones the fuzzer writes in X-Forwarded-For) must not be
-refused by admission after its first few calls. The join window is the longest the policy
-allows, so the never-joined sweeper closes nothing while a run lasts (a write of its own
-would look like one made by a refused request).
+refused by admission, or by the request form's daily limits, after its first few calls.
+
+Two things change Redis without any request, and must not be taken for a refused request
+that wrote: keys running out of time (slot leases after about 20 minutes, hourly counters),
+which the watch tells apart by the TTL each key had left; and the never-joined sweeper, which
+here first runs an hour after start (ops.yaml `sessions.sweep_every_s`, the most allowed), so
+a run shorter than that meets none (the long CLI run of docs/security.md takes over 20
+minutes: a 15-minute join window alone was not enough).
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import redis
+import yaml
 
-from tests.support import write_policies
+from policies import keys
+from tests.sales_support import write_request_policies
+from tests.support import ROOT, write_policies
 from tests.token_support import settings_env
 
 FUZZ_LIMITS: dict[str, object] = {
@@ -28,14 +38,27 @@ FUZZ_LIMITS: dict[str, object] = {
     "global": {"concurrent_sessions": 1_000_000, "minutes_per_day": 100_000_000},
     "session": {"join_window_s": 900},
 }  # fmt: skip
+# The request form's day (policies/requests.yaml): the most its rules allow per visitor.
+FUZZ_REQUEST_LIMITS = {"per_visitor_per_day": 100, "global_per_day": 100_000}
+FUZZ_SWEEP_EVERY_S = 3600
 ALLOWED_ORIGIN = "https://www.onecallflow.test"
-# The only status that may write to Redis during a run: an admission. Admission refusals
-# (429, 403 blocked, 503 capacity) are recorded too, by design, but with FUZZ_LIMITS none
-# happens; a request refused for its input never gets that far.
+# The only status that may write to Redis during a run: an admission or an accepted sales
+# request. Admission refusals (429, 403 blocked, 503 capacity) are recorded too, by design,
+# but with FUZZ_LIMITS none happens; a request refused for its input never gets that far.
 ADMITTED = 201
+# What an accepted sales request writes: its record, its email's index, the day's counts,
+# and the salt of the visitor's pseudonym if none was drawn yet (no mail: no queue).
+REQUEST_WRITES = frozenset(
+    {keys.REQUEST, keys.REQUESTS_BY_EMAIL, keys.REQUESTS_VISITOR_DAY, keys.REQUESTS_GLOBAL_DAY,
+     keys.SALT}
+)  # fmt: skip
 
 
 def fuzz_policies(directory: Path) -> Path:
+    write_request_policies(directory, limits=FUZZ_REQUEST_LIMITS)
+    ops = yaml.safe_load((ROOT / "policies" / "ops.yaml").read_text())
+    ops["sessions"]["sweep_every_s"] = FUZZ_SWEEP_EVERY_S
+    (directory / "ops.yaml").write_text(yaml.safe_dump(ops))
     return write_policies(directory, limits=FUZZ_LIMITS)
 
 
@@ -49,14 +72,33 @@ def fuzz_server_env(redis_url: str, policies_dir: Path) -> dict[str, str]:
     )
 
 
-def redis_state(client: redis.Redis) -> dict[bytes, tuple[str, Any]]:
-    """Every key's type and contents (not its TTL, which ticks), in three round trips
-    whatever the size of the database: taken before and after each of a thousand cases."""
+@dataclass(frozen=True)
+class Snapshot:
+    """Every key's type and contents (not its TTL, which ticks), and how long each key that
+    expires had left when it was read."""
+
+    keys: dict[bytes, tuple[str, Any]]
+    expires_in_ms: dict[bytes, int]
+    taken: float  # time.monotonic() when the TTLs were read
+
+
+# A key whose TTL ran out between two snapshots is gone by Redis' doing, not by a request's:
+# what it had left, give or take this, against the time between them.
+EXPIRY_SLACK_MS = 1000
+
+
+def redis_state(client: redis.Redis) -> Snapshot:
+    """The snapshot in three round trips whatever the size of the database: taken before
+    and after each of a thousand cases."""
     names = list(client.scan_iter(count=10_000))
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.type(name)
-    kinds = [k.decode() if isinstance(k, bytes) else str(k) for k in pipe.execute()]
+        pipe.pttl(name)
+    replies = pipe.execute()
+    taken = time.monotonic()
+    kinds = [k.decode() if isinstance(k, bytes) else str(k) for k in replies[0::2]]
+    expires = {n: int(t) for n, t in zip(names, replies[1::2], strict=True) if int(t) >= 0}
     readers: dict[str, Callable[[bytes], object]] = {
         "string": lambda n: pipe.get(n),
         "hash": lambda n: pipe.hgetall(n),
@@ -71,20 +113,37 @@ def redis_state(client: redis.Redis) -> dict[bytes, tuple[str, Any]]:
             raise AssertionError(f"unexpected Redis type {kind} for {name!r}")
         readers[kind](name)
     values = pipe.execute()
-    return {name: (kind, value) for (name, kind), value in zip(present, values, strict=True)}
+    state = {name: (kind, value) for (name, kind), value in zip(present, values, strict=True)}
+    return Snapshot(state, expires, taken)
 
 
-def describe_changes(
-    before: dict[bytes, tuple[str, Any]], after: dict[bytes, tuple[str, Any]]
-) -> list[str]:
-    added = sorted(set(after) - set(before))
-    removed = sorted(set(before) - set(after))
-    changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
-    return (
-        [f"added {k!r}" for k in added]
-        + [f"removed {k!r}" for k in removed]
-        + [f"changed {k!r}" for k in changed]
+def changed_keys(before: Snapshot, after: Snapshot) -> list[tuple[str, bytes]]:
+    """(how, key) for every key added, removed (but not expired) or changed."""
+    elapsed_ms = (after.taken - before.taken) * 1000 + EXPIRY_SLACK_MS
+    old, new = before.keys, after.keys
+    added = sorted(set(new) - set(old))
+    removed = sorted(
+        k for k in set(old) - set(new) if before.expires_in_ms.get(k, elapsed_ms + 1) > elapsed_ms
     )
+    changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+    return (
+        [("added", k) for k in added]
+        + [("removed", k) for k in removed]
+        + [("changed", k) for k in changed]
+    )
+
+
+def describe_changes(before: Snapshot, after: Snapshot) -> list[str]:
+    return [f"{how} {key!r}" for how, key in changed_keys(before, after)]
+
+
+def honeypot_filled(document: dict[str, Any]) -> Callable[[object], bool]:
+    """Whether a request form's body is caught by the honeypot, as the document says
+    (HoneypotFilled): the oracle for what its 201 may have written."""
+    validator = jsonschema_rs.validator_for(
+        {"$ref": "#/components/schemas/HoneypotFilled", "components": document["components"]}
+    )
+    return validator.is_valid
 
 
 @dataclass
@@ -92,7 +151,7 @@ class RedisWatch:
     """Redis as it was before a case; after it, what the case changed."""
 
     client: redis.Redis
-    _before: dict[bytes, tuple[str, Any]] | None = None
+    _before: Snapshot | None = None
 
     def before_case(self) -> None:
         self._before = redis_state(self.client)
@@ -106,6 +165,25 @@ class RedisWatch:
         """What a refused case (any answer but an admission) changed: must be nothing."""
         return [] if status == ADMITTED else self.changes()
 
+    def sales_request_problems(self, reference: str, honeypot: bool) -> list[str]:
+        """What is wrong in Redis after a 201 of the request form: the honeypot must have
+        changed nothing; an accepted request must have added the record it names, and
+        changed nothing but what accounts for it."""
+        if self._before is None:
+            raise AssertionError("no snapshot taken before this case")
+        after = redis_state(self.client)
+        changes = changed_keys(self._before, after)
+        if honeypot:
+            return [f"honeypot {how} {key!r}" for how, key in changes]
+        record = keys.request(reference).encode()
+        problems = [] if ("added", record) in changes else [f"no new record {record!r}"]
+        problems += [
+            f"{how} {key!r}"
+            for how, key in changes
+            if how == "removed" or keys.kind_of(key.decode()) not in REQUEST_WRITES
+        ]
+        return problems
+
 
 @dataclass
 class FuzzTally:
@@ -114,6 +192,8 @@ class FuzzTally:
     operations: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     refusals_checked: int = 0
+    # 201s of the request form: stored, or caught by the honeypot (nothing stored).
+    sales_requests: Counter[str] = field(default_factory=Counter)
 
     def record(self, operation: str, status: int) -> None:
         self.operations[operation] += 1
@@ -128,4 +208,8 @@ class FuzzTally:
     def summary(self) -> str:
         by_status = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
         by_operation = ", ".join(f"{o}: {n}" for o, n in sorted(self.operations.items()))
-        return f"{self.cases} cases; statuses {by_status}; per operation {by_operation}"
+        requests = ", ".join(f"{o}: {n}" for o, n in sorted(self.sales_requests.items()))
+        return (
+            f"{self.cases} cases; statuses {by_status}; per operation {by_operation}; "
+            f"sales requests {requests or 'none'}"
+        )

@@ -10,15 +10,18 @@ Each case must get:
 
 - no 5xx (with Redis up there is no reason for one, 503 included);
 - an answer the document describes: status, content type, headers, body schema;
-- no change in Redis unless it was admitted (201): Redis is read before and after each case.
+- no change in Redis unless it was admitted (201): Redis is read before and after each case;
+- a 201 of the request form stored the request it names and nothing else, or, when the
+  document says the honeypot caught it, changed nothing at all.
 
-At least 1,000 cases, well under two minutes on two cores. A longer run:
+At least 1,000 cases (about 1,200), well under two minutes on two cores. A longer run:
 docs/security.md, "Fuzzing".
 """
 
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 from collections.abc import Iterator
 from typing import Any
@@ -30,21 +33,23 @@ import schemathesis
 
 from agents_catalog import load_catalog
 from api_document import URL, load_document
+from policies import keys
 from tests.fuzz_support import (
     ADMITTED,
     FuzzTally,
     RedisWatch,
     fuzz_policies,
     fuzz_server_env,
+    honeypot_filled,
 )
 from tests.support import ROOT, ServerProcess
 from tests.web_support import ensure_bundle
 
 # Per operation, for schemathesis' fuzzing phase (its coverage and examples phases add
-# theirs); POST /api/token, the one that mints and writes, gets TOKEN_SHARE times as many.
-# Operations without inputs get only their coverage scenarios. About 1,100 cases in all.
-MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "160"))
-TOKEN_SHARE = 3
+# theirs); the two that write, POST /api/token and POST /api/requests, get SHARE times as
+# many. Operations without inputs get only their coverage scenarios.
+MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "90"))
+SHARE = {"issueToken": 3, "submitSalesRequest": 3}
 SEED = int(os.environ.get("FUZZ_SEED", "20261201"))
 MIN_CASES = 1000
 
@@ -84,9 +89,9 @@ def fuzz_config() -> schemathesis.Config:
     settings = tomllib.loads((ROOT / "schemathesis.toml").read_text())
     settings["seed"] = SEED
     settings.setdefault("generation", {})["max-examples"] = MAX_EXAMPLES
-    token = {"max-examples": MAX_EXAMPLES * TOKEN_SHARE}
-    settings.setdefault("operations", []).append(
-        {"include-operation-id": "issueToken", "generation": token}
+    settings.setdefault("operations", []).extend(
+        {"include-operation-id": operation, "generation": {"max-examples": MAX_EXAMPLES * share}}
+        for operation, share in SHARE.items()
     )
     return schemathesis.Config.from_dict(settings, base_dir=str(ROOT))
 
@@ -95,6 +100,7 @@ def fuzz_config() -> schemathesis.Config:
 # `fuzz_server` fixture checks the served one is the same).
 DOCUMENT = load_document([persona.id for persona in load_catalog()])
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=fuzz_config())
+HONEYPOT_FILLED = honeypot_filled(DOCUMENT)
 
 
 def test_the_redis_watch_sees_any_write(fuzz_redis: redis.Redis) -> None:
@@ -114,6 +120,31 @@ def test_the_redis_watch_sees_any_write(fuzz_redis: redis.Redis) -> None:
     watch.before_case()
     fuzz_redis.set("watch-test:admitted", "x")
     assert watch.refusal_changes(ADMITTED) == []  # an admission may write
+    # A key that runs out of time meanwhile is Redis' doing; one deleted before its time is not.
+    fuzz_redis.set("watch-test:expiring", "x", px=200)
+    fuzz_redis.set("watch-test:deleted", "x", ex=60)
+    watch.before_case()
+    time.sleep(0.3)
+    assert fuzz_redis.get("watch-test:expiring") is None
+    assert watch.refusal_changes(404) == []
+    fuzz_redis.delete("watch-test:deleted")
+    assert watch.refusal_changes(404) == ["removed b'watch-test:deleted'"]
+    fuzz_redis.flushdb()
+
+
+def test_the_watch_holds_a_201_of_the_form_to_what_it_names(fuzz_redis: redis.Redis) -> None:
+    """What the fuzzing below relies on for the request form's 201s."""
+    watch = RedisWatch(fuzz_redis)
+    watch.before_case()
+    assert watch.sales_request_problems("AAAA-BBBB-CCCC", honeypot=True) == []
+    assert watch.sales_request_problems("AAAA-BBBB-CCCC", honeypot=False)  # nothing stored
+    fuzz_redis.hset(keys.request("AAAA-BBBB-CCCC"), "name", "x")
+    fuzz_redis.incr(keys.PREFIX + "rqg:1")
+    assert watch.sales_request_problems("AAAA-BBBB-CCCC", honeypot=False) == []
+    assert watch.sales_request_problems("AAAA-BBBB-CCCC", honeypot=True)
+    assert watch.sales_request_problems("DDDD-EEEE-FFFF", honeypot=False)  # not the one named
+    fuzz_redis.set(keys.block("someone"), "1")
+    assert watch.sales_request_problems("AAAA-BBBB-CCCC", honeypot=False)  # not its to write
     fuzz_redis.flushdb()
 
 
@@ -128,6 +159,11 @@ def test_public_api_under_fuzzing(
     # input refused, well-formed input not (schemathesis.toml says with what).
     case.validate_response(response)
     assert response.status_code < 500, (response.status_code, response.text, fuzz_server.logs())
+    if case.operation.label == "POST /api/requests" and response.status_code == ADMITTED:
+        honeypot = HONEYPOT_FILLED(case.body)
+        tally.sales_requests["honeypot" if honeypot else "stored"] += 1
+        wrong = watch.sales_request_problems(response.json()["reference"], honeypot)
+        assert not wrong, f"{wrong[:10]}\n{case.as_curl_command()}"
     changed = watch.refusal_changes(response.status_code)
     assert not changed, (
         f"{case.method} {case.path} answered {response.status_code} and changed Redis: "
@@ -143,8 +179,11 @@ def test_the_fuzz_run_was_large_and_mostly_refusals(tally: FuzzTally) -> None:
     documented = {f"{method.upper()} {path}" for path, ops in DOCUMENT["paths"].items()
                   for method in ops}  # fmt: skip
     assert set(tally.operations) == documented, tally.summary()
-    # Limits out of reach: admissions kept succeeding, none refused by admission.
-    assert tally.statuses[ADMITTED] >= 50, tally.summary()
+    # Limits out of reach: admissions and requests kept succeeding, none refused by a limit
+    # (the form's is 100 a day per visitor: a much longer run than this one may reach it).
+    requests = tally.sales_requests
+    assert tally.statuses[ADMITTED] - requests.total() >= 50, tally.summary()
+    assert requests["stored"] >= 50 and requests["honeypot"] >= 10, tally.summary()
     assert tally.statuses[429] == 0, tally.summary()
     # Most cases were refused, each with Redis checked unchanged.
     assert tally.refusals_checked >= tally.cases // 2, tally.summary()

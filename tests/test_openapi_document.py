@@ -33,11 +33,13 @@ from schemathesis.specs.openapi.checks import (
 from agents_catalog import load_catalog
 from api_document import URL, load_document
 from ops.blocks import block
+from policies.model import DAY_S
 from settings import Settings
 from tests.fuzz_support import fuzz_policies
 from tests.ops_support import room_finished, signed_event
+from tests.sales_support import FORM, OTHER, write_request_policies
 from tests.support import RedisServer, write_policies
-from tests.token_support import asgi_client, make_app, session_record
+from tests.token_support import asgi_client, away_from_bucket_edge, make_app, session_record
 from tests.web_support import ensure_bundle
 from web.routes import web_router
 
@@ -56,9 +58,12 @@ TIGHT: dict[str, object] = {
     "visitor": {"concurrent_sessions": 1},
     "global": {"concurrent_sessions": 1},
 }
+# One sales request a day per visitor, two from everyone.
+TIGHT_REQUESTS = {"per_visitor_per_day": 1, "global_per_day": 2}
 # Paths served but deliberately left out of the document (see its info.description).
 UNDOCUMENTED_PREFIXES = ("/ops", "/metrics", "/assets/")
-# Methods a client may always use where GET is served (the framework answers them).
+# Served but not described: HEAD, which the framework adds beside GET on the page's route
+# (its other GET routes do not take it: 405).
 IMPLICIT = {"HEAD"}
 
 Answer = tuple[str, str, int]  # method, path, status
@@ -121,7 +126,10 @@ def apps(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
         yield Apps(
             redis_url=redis_url,
             roomy_policies=fuzz_policies(tmp_path_factory.mktemp("roomy")),
-            tight_policies=write_policies(tmp_path_factory.mktemp("tight"), limits=TIGHT),
+            tight_policies=write_policies(
+                write_request_policies(tmp_path_factory.mktemp("tight"), limits=TIGHT_REQUESTS),
+                limits=TIGHT,
+            ),
             down_redis_url=f"redis://127.0.0.1:{down.getsockname()[1]}/0",
             evicting_redis_url=evicting.url,
             empty_dist=tmp_path_factory.mktemp("dist-not-built"),
@@ -209,11 +217,22 @@ async def the_document(apps: Apps) -> Responses:
     return [response]
 
 
-async def _token(
-    app: Any, body: Any = OURS, peer: str = "127.0.0.1", headers: dict[str, str] | None = None
+async def _post(
+    app: Any, path: str, body: Any, peer: str = "127.0.0.1", headers: dict[str, str] | None = None
 ) -> httpx.Response:
     async with asgi_client(app, peer=peer) as client:
-        return await client.post("/api/token", json=body, headers=headers)
+        return await client.post(path, json=body, headers=headers)
+
+
+async def _token(app: Any, body: Any = OURS, **kwargs: Any) -> httpx.Response:
+    return await _post(app, "/api/token", body, **kwargs)
+
+
+async def _without_peer(app: Any, path: str, body: Any) -> httpx.Response:
+    """From a listener that gives no peer address (scope["client"] is None)."""
+    transport = httpx.ASGITransport(app=app, client=None)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo.test") as client:
+        return await client.post(path, json=body)
 
 
 @scenario("POST", "/api/token", 201)
@@ -229,10 +248,7 @@ async def admitted(apps: Apps) -> Responses:
 
 @scenario("POST", "/api/token", 400)
 async def no_client_address(apps: Apps) -> Responses:
-    # A listener that gives no peer address (scope["client"] is None).
-    transport = httpx.ASGITransport(app=apps.roomy(), client=None)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://demo.test") as client:
-        return [await client.post("/api/token", json=OURS)]
+    return [await _without_peer(apps.roomy(), "/api/token", OURS)]
 
 
 @scenario("POST", "/api/token", 403)
@@ -312,6 +328,111 @@ async def preflight(apps: Apps) -> Responses:
 @scenario("OPTIONS", "/api/token", 403)
 async def preflight_from_elsewhere(apps: Apps) -> Responses:
     return [await _options(apps.roomy(), {"Origin": "https://evil.example"})]
+
+
+async def _request(app: Any, body: Any = FORM, **kwargs: Any) -> httpx.Response:
+    return await _post(app, "/api/requests", body, **kwargs)
+
+
+@scenario("POST", "/api/requests", 201)
+async def request_accepted(apps: Apps) -> Responses:
+    app = apps.roomy()
+    minimal = {k: v for k, v in OTHER.items() if k not in ("phone", "page_language")}
+    return [
+        await _request(app, {**FORM, "persona": "agence-immo-fr"}),
+        await _request(app, minimal),
+        await _request(app, OTHER, headers={"Origin": ALLOWED_ORIGIN}),
+        # The honeypot: the same answer, whatever the rest holds (nothing stored).
+        await _request(app, {"website": "https://cheap-pills.example", "name": 1}),
+    ]
+
+
+@scenario("POST", "/api/requests", 400)
+async def request_without_client_address(apps: Apps) -> Responses:
+    return [await _without_peer(apps.roomy(), "/api/requests", FORM)]
+
+
+@scenario("POST", "/api/requests", 403)
+async def request_from_elsewhere(apps: Apps) -> Responses:
+    return [await _request(apps.roomy(), headers={"Origin": "https://evil.example"})]
+
+
+@scenario("POST", "/api/requests", 413)
+async def request_too_large(apps: Apps) -> Responses:
+    return [await _request(apps.roomy(), {**FORM, "message": "x" * 17_000})]
+
+
+@scenario("POST", "/api/requests", 415)
+async def request_not_json(apps: Apps) -> Responses:
+    async with asgi_client(apps.roomy()) as client:
+        return [await client.post("/api/requests", data=FORM)]
+
+
+@scenario("POST", "/api/requests", 422)
+async def request_malformed(apps: Apps) -> Responses:
+    app = apps.roomy()
+    # Every kind of problem, with each bound the keys carry.
+    wrong = {
+        "name": "J",
+        "email": "jeanne@",
+        "phone": "12",
+        "company": 7,
+        "message": "x" * 2001,
+        "language": "de",
+        "persona": "nope-persona",
+        "session_id": "../x",
+        "consent": True,
+    }
+    fields = await _request(app, wrong)
+    problems = fields.json()["fields"]
+    assert {name: p["key"] for name, p in problems.items()} == {
+        "name": "too_short", "email": "invalid_email", "phone": "invalid_phone",
+        "company": "not_text", "message": "too_long", "language": "not_allowed",
+        "persona": "unknown_persona", "session_id": "invalid_session", "consent": "unknown_field",
+    }  # fmt: skip
+    missing = await _request(app, {"page_language": "en"})
+    assert {p["key"] for p in missing.json()["fields"].values()} == {"required"}
+    not_an_object = await _request(app, [FORM])
+    assert "fields" not in not_an_object.json()
+    async with asgi_client(app) as client:
+        bad_json = await client.post("/api/requests", content=b'{"name": ', headers=JSON)
+    assert bad_json.json()["error"] == "invalid_json"
+    return [fields, missing, not_an_object, bad_json]
+
+
+@scenario("POST", "/api/requests", 429)
+async def requests_over_the_days_limits(apps: Apps) -> Responses:
+    away_from_bucket_edge(redis.Redis.from_url(apps.redis_url), DAY_S, margin_s=30)
+    app = apps.tight()
+    assert (await _request(app, peer="192.0.2.30")).status_code == 201
+    visitor = await _request(app, OTHER, peer="192.0.2.30")
+    assert visitor.json()["reason"] == "visitor_daily"
+    assert (await _request(app, peer="192.0.2.31")).status_code == 201
+    everyone = await _request(app, peer="192.0.2.32")
+    assert everyone.json()["reason"] == "global_daily"
+    return [visitor, everyone]
+
+
+@scenario("POST", "/api/requests", 503)
+async def request_with_redis_down(apps: Apps) -> Responses:
+    return [await _request(apps.redis_down())]
+
+
+@scenario("OPTIONS", "/api/requests", 204)
+async def request_preflight(apps: Apps) -> Responses:
+    async with asgi_client(apps.roomy()) as client:
+        plain = await client.options("/api/requests")
+        assert plain.headers["allow"] == "OPTIONS, POST"
+        asked = {"Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "POST"}
+        preflight = await client.options("/api/requests", headers=asked)
+    assert preflight.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    return [plain, preflight]
+
+
+@scenario("OPTIONS", "/api/requests", 403)
+async def request_preflight_from_elsewhere(apps: Apps) -> Responses:
+    async with asgi_client(apps.roomy()) as client:
+        return [await client.options("/api/requests", headers={"Origin": "https://evil.example"})]
 
 
 async def _webhook(app: Any, body: bytes, authorization: str | None) -> httpx.Response:
@@ -419,3 +540,26 @@ async def test_the_server_gives_each_documented_answer(
         assert response.status_code == status, response.text
         # Status documented for the operation; content type, headers and body as documented.
         operation.Case().validate_response(response, checks=CHECKS)
+
+
+ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@pytest.mark.parametrize("path", sorted(DOCUMENT["paths"]))
+async def test_a_method_a_path_does_not_take_gets_405_with_allow(apps: Apps, path: str) -> None:
+    """The document's general rule (info.description): 405 `method_not_allowed` with `Allow`
+    naming the methods described for the path (and HEAD where the framework serves it)."""
+    app = apps.roomy()
+    described = {method.upper() for method in DOCUMENT["paths"][path]}
+    implicit = {m for m, p in served_routes(app.routes) if p == path and m in IMPLICIT}
+    allowed = described | implicit
+    error = DOCUMENT["components"]["schemas"]["Error"]
+    async with asgi_client(app) as client:
+        for method in sorted(set(ANY_METHOD) - allowed):
+            response = await client.request(method, path)
+            assert response.status_code == 405, (method, response.text)
+            assert {m.strip() for m in response.headers["allow"].split(",")} == allowed
+            assert response.headers["cache-control"] == "no-store"
+            if method != "HEAD":  # a HEAD answer has no body
+                assert response.json()["error"] == "method_not_allowed"
+                assert set(response.json()) == set(error["required"])

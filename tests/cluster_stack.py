@@ -22,10 +22,10 @@ from local_livekit import LiveKitConfig, LiveKitServer
 from tests.livekit_stack import (
     API_KEY,
     API_SECRET,
-    OUTPUT,
     FakesProcess,
     Stack,
     WorkerProcess,
+    fresh_log_dir,
     require_offline,
     stack_env,
 )
@@ -98,10 +98,7 @@ def running_cluster(
     """`size` nodes, token servers and (unless `workers` says fewer) workers; everything
     stopped whatever happens. Logs in test-output/e2e/<name>/."""
     require_offline()
-    workdir = OUTPUT / name
-    workdir.mkdir(parents=True, exist_ok=True)
-    for old in workdir.glob("*.log"):
-        old.unlink()
+    workdir = fresh_log_dir(name)
     livekit_redis = RedisServer()
     ports = [free_port() for _ in range(size)]
     stops: list[Any] = []

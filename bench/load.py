@@ -276,6 +276,7 @@ class Level:
     cpu: dict[str, float] = field(default_factory=dict)  # component -> CPU seconds
     cores_busy: list[float] = field(default_factory=list)  # per CPU, fraction busy
     worker_pss_mb: float = 0.0
+    livekit_pss_mb: float = 0.0
     ramp_s: float = 0.0
     wind_down_s: float = 0.0
 
@@ -395,6 +396,7 @@ async def run_level(
             for name, pids in groups.items():
                 tracked[name].sample(pids)
             peak = max(peak, sum(_pss(pid) for pid in groups["worker"]))
+            level.livekit_pss_mb = max(level.livekit_pss_mb, _pss(parts.others["livekit-server"]))
             if owners is not None:  # while every call's connections are open
                 owners.learn(parts.owners())
         for name, pids in parts.groups().items():
@@ -507,7 +509,7 @@ def others_row(level: Level) -> str:
         f"| {level.size} | {share('worker')} | {share('worker main')} "
         f"| {callers * 100:.0f} % ({per_caller * 100:.1f} %) "
         f"| {share('livekit-server')} | {share('token-server')} | {share('vendor fakes')} "
-        f"| {share('redis')} | {busy} | {level.ramp_s:.0f} s |"
+        f"| {share('redis')} | {busy} | {level.livekit_pss_mb:.0f} MB | {level.ramp_s:.0f} s |"
     )
 
 
@@ -667,9 +669,9 @@ def report(
     print(
         "| calls | worker | of which its main process | callers (per caller) "
         "| livekit-server | token server "
-        f"| vendor fakes | redis | {cpus} | ramp |"
+        f"| vendor fakes | redis | {cpus} | livekit-server PSS | ramp |"
     )
-    print("|" + "---|" * (9 + len(levels[0].cores_busy)))
+    print("|" + "---|" * (10 + len(levels[0].cores_busy)))
     for level in levels:
         print(others_row(level))
     print()

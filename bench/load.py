@@ -65,6 +65,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.call_latency import (  # noqa: E402
     QUIET_S,
+    AgentEar,
     CallerSettings,
     SdkParticipant,
     ensure_offline,
@@ -75,10 +76,12 @@ from bench.voice_latency import (  # noqa: E402
     CALLER_LINES,
     PERSONA,
     Delays,
+    answered,
     ideal_latency,
     ms,
     percentile,
 )
+from tests.fakes.audio_io import Spoken  # noqa: E402
 
 # bench/voice_latency.py's default vendor delays (and bench/call_latency.py's).
 DELAYS = Delays(stt_final_s=0.15, llm_first_token_s=0.4, llm_tokens_per_s=60,
@@ -146,24 +149,36 @@ async def visitor(
         rng = random.Random(seed)
         await asyncio.sleep(rng.uniform(0, 2.0))  # calls do not talk in lockstep
         latencies: list[float] = []
-        missed = 0
+        missed = overlapped = 0
         turn = 0
+        ear = caller.ear
         while not stop.is_set():
-            line = CALLER_LINES[(seed + turn) % len(CALLER_LINES)]
+            spoken = caller.say(CALLER_LINES[(seed + turn) % len(CALLER_LINES)])
             turn += 1
-            answer = await caller.turn(line, REPLY_TIMEOUT_S)
+            answer = await answered(
+                spoken, lambda wall: ear.wait_for_voice_after(wall, REPLY_TIMEOUT_S)
+            )
             if answer is None:
                 missed += 1
+            elif talked_over(ear, spoken):
+                overlapped += 1
             else:
                 latencies.append(answer[1] - answer[0])
-            try:
-                await caller.ear.wait_until_quiet(QUIET_S, 30)
-            except TimeoutError:
-                missed += 1
+            with contextlib.suppress(TimeoutError):
+                await ear.wait_until_quiet(QUIET_S, 30)
             await asyncio.sleep(rng.uniform(0.4, 1.2))  # the caller thinks
-        return {"latencies": latencies, "missed": missed}
+        return {"latencies": latencies, "missed": missed, "overlapped": overlapped}
     finally:
         await caller.leave()
+
+
+def talked_over(ear: AgentEar, spoken: Spoken) -> bool:
+    """The agent's voice reached the caller while the caller was saying its line: the
+    previous answer stalled for more than QUIET_S and went on. The first voice after the
+    line is then that answer's rest, not a reply: no latency to take from it."""
+    start, end = spoken.started_wall, spoken.speech_end_wall
+    assert start is not None and end is not None
+    return any(start <= t <= end for t in ear.voiced_walls)
 
 
 def emit(message: dict[str, Any]) -> None:
@@ -270,7 +285,10 @@ class Level:
     size: int
     answered: int = 0
     latencies: list[float] = field(default_factory=list)
+    # no reply within REPLY_TIMEOUT_S: counted as endless in the percentiles
     missed: int = 0
+    # the agent still speaking over the caller's line: no reply to time
+    overlapped: int = 0
     refusals: Counter[str] = field(default_factory=Counter)
     window_s: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # component -> CPU seconds
@@ -280,8 +298,11 @@ class Level:
     ramp_s: float = 0.0
     wind_down_s: float = 0.0
 
+    def latency_p(self, q: float) -> float:
+        return percentile([*self.latencies, *[math.inf] * self.missed], q)
+
     def overhead_p(self, q: float, ideal: float) -> float:
-        return percentile(self.latencies, q) - ideal
+        return self.latency_p(q) - ideal
 
 
 @dataclass
@@ -430,6 +451,7 @@ async def run_level(
         else:
             level.latencies += message["latencies"]
             level.missed += message["missed"]
+            level.overlapped += message["overlapped"]
     level.refusals["no_answer_from_caller"] += size - len(results)
     level.refusals = +level.refusals  # drop zero counts
     return level
@@ -483,18 +505,25 @@ def fmt_calls_per_core(value: float) -> str:
     return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
 
 
+def timed(seconds: float) -> str:
+    return "missed" if math.isinf(seconds) else f"{ms(seconds)} ms"
+
+
 def level_row(level: Level, ideal: float, worker_cores: float, rest_pss: float) -> str:
     answered = level.answered
     cpu_per_call = level.cpu.get("worker", 0) / level.window_s / answered if answered else 0
     pss_per_call = (level.worker_pss_mb - rest_pss) / answered if answered else 0
     refused = ", ".join(f"{k} {v}" for k, v in sorted(level.refusals.items())) or "-"
-    missed = f" ({level.missed} missed)" if level.missed else ""
+    lost = ", ".join(
+        f"{n} {what}" for n, what in ((level.missed, "missed"), (level.overlapped, "talked over"))
+        if n
+    )  # fmt: skip
     return (
         f"| {level.size} | {answered} | {fmt_calls_per_core(answered / worker_cores)} "
-        f"| {len(level.latencies)}{missed} | {ms(percentile(level.latencies, 50))} ms "
-        f"| {ms(percentile(level.latencies, 95))} ms | {ms(level.overhead_p(50, ideal))} ms "
-        f"| {ms(level.overhead_p(95, ideal))} ms | {cpu_per_call * 100:.1f} % "
-        f"| {pss_per_call:.0f} MB | {refused} |"
+        f"| {len(level.latencies)}{f' ({lost})' if lost else ''} "
+        f"| {timed(level.latency_p(50))} | {timed(level.latency_p(95))} "
+        f"| {timed(level.overhead_p(50, ideal))} | {timed(level.overhead_p(95, ideal))} "
+        f"| {cpu_per_call * 100:.1f} % | {pss_per_call:.0f} MB | {refused} |"
     )
 
 

@@ -294,7 +294,7 @@ class Level:
     cpu: dict[str, float] = field(default_factory=dict)  # component -> CPU seconds
     cores_busy: list[float] = field(default_factory=list)  # per CPU, fraction busy
     worker_pss_mb: float = 0.0
-    livekit_pss_mb: float = 0.0
+    peak_pss_mb: dict[str, float] = field(default_factory=dict)  # the others, by name
     ramp_s: float = 0.0
     wind_down_s: float = 0.0
 
@@ -417,7 +417,8 @@ async def run_level(
             for name, pids in groups.items():
                 tracked[name].sample(pids)
             peak = max(peak, sum(_pss(pid) for pid in groups["worker"]))
-            level.livekit_pss_mb = max(level.livekit_pss_mb, _pss(parts.others["livekit-server"]))
+            for name, pid in parts.others.items():
+                level.peak_pss_mb[name] = max(level.peak_pss_mb.get(name, 0.0), _pss(pid))
             if owners is not None:  # while every call's connections are open
                 owners.learn(parts.owners())
         for name, pids in parts.groups().items():
@@ -531,6 +532,9 @@ def others_row(level: Level) -> str:
     def share(name: str) -> str:
         return f"{level.cpu.get(name, 0) / level.window_s * 100:.0f} %"
 
+    def pss(name: str) -> str:
+        return f"{level.peak_pss_mb.get(name, 0):.0f} MB"
+
     callers = level.cpu.get("callers", 0) / level.window_s
     per_caller = callers / level.answered if level.answered else 0
     busy = " | ".join(f"{b * 100:.0f} %" for b in level.cores_busy)
@@ -538,7 +542,8 @@ def others_row(level: Level) -> str:
         f"| {level.size} | {share('worker')} | {share('worker main')} "
         f"| {callers * 100:.0f} % ({per_caller * 100:.1f} %) "
         f"| {share('livekit-server')} | {share('token-server')} | {share('vendor fakes')} "
-        f"| {share('redis')} | {busy} | {level.livekit_pss_mb:.0f} MB | {level.ramp_s:.0f} s |"
+        f"| {share('redis')} | {busy} | {pss('livekit-server')} | {pss('token-server')} "
+        f"| {level.ramp_s:.0f} s |"
     )
 
 
@@ -698,9 +703,9 @@ def report(
     print(
         "| calls | worker | of which its main process | callers (per caller) "
         "| livekit-server | token server "
-        f"| vendor fakes | redis | {cpus} | livekit-server PSS | ramp |"
+        f"| vendor fakes | redis | {cpus} | livekit-server PSS | token server PSS | ramp |"
     )
-    print("|" + "---|" * (10 + len(levels[0].cores_busy)))
+    print("|" + "---|" * (11 + len(levels[0].cores_busy)))
     for level in levels:
         print(others_row(level))
     print()

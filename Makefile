@@ -23,7 +23,7 @@ test: lint
 
 # Each prints its figures (ratios against a baseline measured in the same run).
 BENCHES := bench/token_server.py bench/worker.py bench/voice_latency.py bench/concurrency.py \
-	bench/call_latency.py
+	bench/call_latency.py bench/load.py
 
 bench: bootstrap
 	@for b in $(BENCHES); do echo "== $$b"; $(PY) $$b || exit 1; done

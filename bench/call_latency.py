@@ -104,7 +104,9 @@ def ensure_offline() -> None:
             raise  # already inside and still not isolated: never loop
         offline = str(ROOT / "scripts" / "offline")
         sys.stdout.flush()
-        os.execv(offline, [offline, sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]])
+        # the script being run (this one, or a bench importing this function)
+        script = str(Path(sys.argv[0]).resolve())
+        os.execv(offline, [offline, sys.executable, script, *sys.argv[1:]])
 
 
 # -- what the caller hears --------------------------------------------------------------

@@ -16,6 +16,10 @@ Why each setting (LiveKit's `config-sample.yaml` documents them):
   source only, but LiveKit checks the source a client claims, not the track's kind: a video
   track announced as "microphone" is accepted. With no video codec, it never gets media
   (docs/livekit-enforcement.md; tests/test_e2e_livekit_rules.py).
+- `redis`: LiveKit's multi-node mode. Nodes sharing a Redis (LiveKit's own, never ours:
+  it holds LiveKit's routing, not our records) route rooms and agent jobs between them; a
+  client may join through any node. On one machine each node needs its own ports
+  (`port`, the UDP range, the STUN port).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class LiveKitConfig:
     # A loopback port where no STUN server answers (see the module's docstring).
     stun_port: int = 3478
     webhook_urls: tuple[str, ...] = ()
+    # host:port of LiveKit's own Redis: set, the node joins the nodes sharing it.
+    redis_address: str | None = None
     development: bool = True
     log_level: str = "info"
     # LiveKit's own defaults for rooms the token does not configure (ours always does).
@@ -80,6 +86,8 @@ class LiveKitConfig:
             "keys": {self.api_key: self.api_secret},
             "logging": {"level": self.log_level, "json": True},
         }
+        if self.redis_address is not None:
+            conf["redis"] = {"address": self.redis_address}
         if self.webhook_urls:
             conf["webhook"] = {"api_key": self.api_key, "urls": list(self.webhook_urls)}
         conf.update(self.extra)

@@ -263,6 +263,15 @@ def stack_env(redis_url: str, livekit_url: str, **extra: str) -> dict[str, str]:
     }
 
 
+def fresh_log_dir(name: str) -> Path:
+    """test-output/e2e/<name>/, without the logs of a previous run."""
+    workdir = OUTPUT / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    for old in workdir.glob("*.log"):
+        old.unlink()
+    return workdir
+
+
 @contextlib.contextmanager
 def running_stack(
     redis_url: str,
@@ -279,10 +288,7 @@ def running_stack(
     `webhook_urls`: more receivers LiveKit delivers every event to (e.g. a test recording
     the exact deliveries)."""
     require_offline()
-    workdir = OUTPUT / name
-    workdir.mkdir(parents=True, exist_ok=True)
-    for old in workdir.glob("*.log"):
-        old.unlink()
+    workdir = fresh_log_dir(name)
     server_port = free_port()
     config = LiveKitConfig(
         API_KEY,

@@ -24,7 +24,18 @@ export class CallSession {
     this.grant = grant;
     this.timeouts = timeouts;
     this.on = on;
-    this.room = new Room({ adaptiveStream: false, dynacast: false, disconnectOnPageLeave: true });
+    this.room = new Room({
+      adaptiveStream: false,
+      dynacast: false,
+      disconnectOnPageLeave: true,
+      // Two peer connections (one to publish, one to receive), not livekit-client 2.23's
+      // default single one. With a single one, Chromium and Safari send the first offer with
+      // the join request and set it locally only when the answer comes; the renegotiation
+      // room.connect() itself asks for can start in that gap, and its offer (made before the
+      // answer rejected the unused video sections) then fails to apply: "Transceiver not found
+      // based on m-line index", and the call dies right after connecting (docs/demo-page.md).
+      singlePeerConnection: false,
+    });
     this.agent = null;
     this.agentEndReason = null;
     this.finished = false;

@@ -120,3 +120,25 @@ export async function giveBack(grant) {
     return false;
   }
 }
+
+// POST /api/requests: the sales request form. Answers {status, body, retryAfter}; a request
+// that never reached the server throws Refusal('request_unreachable') (nothing was saved).
+export async function sendRequest(body) {
+  let response;
+  try {
+    response = await fetch('/api/requests', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify(body),
+    });
+  } catch {
+    throw new Refusal('request_unreachable');
+  }
+  let answer = null;
+  try {
+    answer = await response.json();
+  } catch {
+    answer = null;
+  }
+  return { status: response.status, body: answer, retryAfter: retryAfterSeconds(response) };
+}

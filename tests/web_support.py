@@ -90,5 +90,17 @@ class Recorder:
 
 def minutes_words(retry_after_s: int) -> str:
     """How the page words a Retry-After under 90 minutes (web/src/i18n.js)."""
-    n = math.ceil(retry_after_s / 60)
-    return f"{n} minute" if n == 1 else f"{n} minutes"
+    return wait_words(retry_after_s, "en")
+
+
+_WAIT_UNITS = {"en": ("minute", "hour"), "fr": ("minute", "heure")}
+
+
+def wait_words(retry_after_s: int, language: str) -> str:
+    """How the page words any Retry-After (web/src/i18n.js `wait`): minutes under 90 of
+    them, else hours, each rounded up."""
+    minute, hour = _WAIT_UNITS[language]
+    n, unit = math.ceil(retry_after_s / 60), minute
+    if n >= 90:
+        n, unit = math.ceil(n / 60), hour
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"

@@ -19,17 +19,15 @@ from playwright.sync_api import (
     Browser,
     Locator,
     Page,
-    Playwright,
     Request,
     Route,
     expect,
-    sync_playwright,
 )
 
 from policies import keys
 from tests.support import ServerProcess
 from tests.test_web_page import PRIVACY_URL, assert_nothing_stored, start_server
-from tests.web_support import Recorder, ensure_bundle, launch, origin, screenshot, wait_words
+from tests.web_support import Recorder, chromium, origin, screenshot, wait_words
 
 pytestmark = pytest.mark.browser
 
@@ -53,17 +51,9 @@ REQUESTS = "/api/requests"
 
 
 @pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    ensure_bundle()
-    with sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = launch(playwright)
-    yield browser
-    browser.close()
+def browser() -> Iterator[Browser]:
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

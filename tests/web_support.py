@@ -7,11 +7,20 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    Request,
+    sync_playwright,
+)
 
 from tests.support import ROOT
 
@@ -36,6 +45,18 @@ def ensure_bundle() -> dict[str, str]:
     if not manifest.is_file():
         subprocess.run(["make", "--no-print-directory", "web"], cwd=ROOT, check=True)
     return dict(json.loads(manifest.read_text()))
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """The built page's browser for a module of tests: Chromium with the fake microphone."""
+    ensure_bundle()
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def launch(playwright: Playwright, *, fake_mic_ui: bool = True) -> Browser:

@@ -234,7 +234,9 @@ function renderSpeakers() {
     entry.querySelector('.speaker').textContent =
       who === 'you' ? t('speaker_you') : t('speaker_agent', { name });
     const latency = entry.querySelector('.latency');
-    if (latency) latency.textContent = t('latency', { seconds: state.tr.seconds(Number(entry.dataset.latency)) });
+    if (latency) {
+      latency.textContent = t('latency', { seconds: state.tr.seconds(Number(entry.dataset.latency)) });
+    }
   }
   ui.latencyToggle.hidden = !ui.transcript.querySelector('.latency');
   ui.showLatency.checked = state.showLatency;
@@ -437,7 +439,12 @@ async function startCall() {
   try {
     const micTrack = await getMicrophone();
     // Recording from now: words said before the agent joins reach it (pre-connect buffer).
-    microphone = recordingMicrophone(micTrack, MIC_CONSTRAINTS);
+    try {
+      microphone = recordingMicrophone(micTrack, MIC_CONSTRAINTS);
+    } catch (error) {
+      micTrack.stop();
+      throw error;
+    }
     if (attempt.cancelled) return;
     state.step = { key: 'step_token' };
     render();

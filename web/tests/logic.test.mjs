@@ -242,6 +242,8 @@ test('each answer of POST /api/requests becomes what the page shows', () => {
     assert.deepEqual(outcome.params, params);
     assert.ok(key in STRINGS.en && key in STRINGS.fr, key);
   }
+  // The server out of reach: said by the page itself (api.js), in both languages.
+  assert.ok('request_unreachable' in STRINGS.en && 'request_unreachable' in STRINGS.fr);
   // The day's limit with the wait in words.
   const en = new Translator('en');
   const fr = new Translator('fr');

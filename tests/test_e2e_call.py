@@ -3,7 +3,11 @@ plays the caller's lines (espeak-ng), the real demo page from the real token ser
 through a real livekit-server, which dispatches `python -m agent start` (the real Deepgram
 and OpenAI plugins against the local vendor fakes); the agent's voice comes back to the
 page, a viewing is booked by voice, the agent ends the call, the room is deleted and the
-Redis record is complete. Everything runs inside scripts/offline: nothing but 127.0.0.0/8.
+Redis record is complete. After the call the page shows what the worker sent it: how long
+each reply took (a toggle hides the figures) and the recap with the booked viewing, which
+the visitor may copy into the sales request form, sent with the call's session id.
+A line said before the agent joined reaches it through the page's pre-connect buffer.
+Everything runs inside scripts/offline: nothing but 127.0.0.0/8.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, Route, expect, sync_playwright
 
 from policies import keys
 from tests.e2e_page import (
@@ -47,6 +51,10 @@ class Scenario:
     call: SpokenCall
     language: str
     end_words: re.Pattern[str]  # the page's sentence for end_reason=end_call
+    # The page's words after the call (web/src/strings.json).
+    latency: re.Pattern[str]
+    recap_heading: str
+    prefill_intro: str
 
     def fakes_config(self) -> dict[str, Any]:
         call = _with_dates(self.call)
@@ -71,9 +79,20 @@ class Scenario:
 
 
 SCENARIOS = {
-    "en": Scenario(ENGLISH, "en", re.compile(r"The agent ended the call")),
-    "fr": Scenario(FRENCH, "fr", re.compile(r"L'agent a mis fin à l'appel")),
-}
+    "en": Scenario(
+        ENGLISH, "en", re.compile(r"The agent ended the call"),
+        re.compile(r"^answered in \d+\.\d\s?s$"), "What the agent did for you",
+        "From my demo call with",
+    ),
+    "fr": Scenario(
+        FRENCH, "fr", re.compile(r"L'agent a mis fin à l'appel"),
+        re.compile(r"^répondu en \d+,\d\s?s$"), "Ce que l'agent a fait pour vous",
+        "Suite à mon appel de démonstration avec",
+    ),
+}  # fmt: skip
+# The visitor's own details in the request form after the call (not the caller's in the call).
+REQUEST_FORM = {"name": "Prudence Okonkwo-Lefèvre", "email": "p.okonkwo@agence-exemple.fr",
+                "company": "Agence Okonkwo"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +125,8 @@ def test_a_whole_call_through_livekit(language: str, redis_url: str, bundle: Non
         console: list[str] = []
         page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
         try:
-            _run_call(page, stack, scenario, call, language)
+            sid = _run_call(page, stack, scenario, call, language)
+            _after_the_call(page, stack, scenario, call, sid, client)
             data = measures(page)
         finally:
             page.screenshot(path=str(out / "last.png"), full_page=True)
@@ -148,14 +168,17 @@ def session_id(client: redis.Redis) -> str:
     return sessions[0].rsplit(":", 1)[1]
 
 
-def _run_call(page: Page, stack: Stack, scenario: Scenario, call: SpokenCall, lang: str) -> None:
+def _run_call(page: Page, stack: Stack, scenario: Scenario, call: SpokenCall, lang: str) -> str:
+    """The call, up to the agent hanging up; its session id."""
     out = OUTPUT / f"call-{lang}"
     # debug=1: livekit-client's own console logging, kept in console.log for a failure.
     page.goto(f"{stack.base_url}/?agent={call.persona}&lang={lang}&debug=1")
     start = page.locator("#start")
     expect(start).to_be_enabled(timeout=15_000)
     started = time.monotonic()
-    start.click()
+    with page.expect_response(lambda r: r.url.endswith("/api/token")) as token:
+        start.click()
+    sid = str(token.value.json()["session_id"])
 
     # The agent joins and its greeting is heard: energy on the remote audio track.
     expect(page.locator("#agent-state")).not_to_have_attribute(
@@ -184,6 +207,73 @@ def _run_call(page: Page, stack: Stack, scenario: Scenario, call: SpokenCall, la
     states = measures(page)["states"]
     assert {"listening", "thinking", "speaking"} <= set(states), states
     print(f"[{lang}] greeting heard {heard_after:.1f} s after Start; states {states}")
+    return sid
+
+
+def _after_the_call(
+    page: Page, stack: Stack, scenario: Scenario, call: SpokenCall, sid: str,
+    client: redis.Redis,
+) -> None:  # fmt: skip
+    """What the worker sent shows on the page once the call is over; the form can take it."""
+    out = OUTPUT / f"call-{scenario.language}"
+    # The reply times, beside the agent's replies (never the greeting: it answered nothing).
+    figures = page.locator("#transcript .latency")
+    expect(figures.first).to_be_visible()
+    shown = figures.all_inner_texts()
+    assert shown and all(scenario.latency.match(text) for text in shown), shown
+    assert page.locator('#transcript li[data-speaker="agent"] .latency').count() == len(shown)
+    first_line = page.locator("#transcript li").first
+    assert first_line.get_attribute("data-speaker") == "agent"
+    expect(first_line.locator(".latency")).to_have_count(0)
+    # The visitor hides them, and brings them back: the page alone remembers.
+    toggle = page.locator("#show-latency")
+    expect(toggle).to_be_checked()
+    toggle.uncheck()
+    for index in range(len(shown)):
+        expect(figures.nth(index)).to_be_hidden()
+    toggle.check()
+    expect(figures.first).to_be_visible()
+
+    # The recap: the viewing the tool really booked, in the call's language.
+    outputs = stack.fakes.get("/fake/tool_outputs") if stack.fakes else []
+    [booked] = [json.loads(o["output"]) for o in outputs if o["name"] == "book_visit"]
+    recap = page.locator("#recap")
+    expect(recap).to_be_visible(timeout=15_000)
+    expect(page.locator("#recap-heading")).to_have_text(scenario.recap_heading)
+    [item] = page.locator("#recap-items li").all()
+    expect(item).to_contain_text(booked["reference"])
+    expect(item).to_contain_text(booked["slot"]["said"])
+    expect(item).to_contain_text(str(call.book["name"]))
+    expect(page.locator("#recap-items")).to_have_attribute("lang", scenario.language)
+    # The form is offered, and its message stays empty until the visitor asks for the recap.
+    expect(page.locator("#after-call")).to_be_visible()
+    message = page.locator("#request-message")
+    expect(message).to_have_value("")
+    page.screenshot(path=str(out / "recap.png"), full_page=True)
+    page.locator("#recap-prefill").click()
+    expect(message).to_be_focused()
+    typed = message.input_value()
+    assert typed.startswith(scenario.prefill_intro), typed
+    assert f"- {item.inner_text()}" in typed
+
+    # Sent with the call's session id: the server links it (the same visitor's own call).
+    for name, value in REQUEST_FORM.items():
+        page.locator(f"#request-{name}").fill(value)
+    with page.expect_response(lambda r: r.url.endswith("/api/requests")) as answer:
+        page.locator("#request-send").click()
+    assert answer.value.status == 201, answer.value.text()
+    sent = json.loads(answer.value.request.post_data or "{}")
+    assert (sent["session_id"], sent["persona"]) == (sid, call.persona)
+    reference = answer.value.json()["reference"]
+    expect(page.locator("#request-result")).to_contain_text(reference)
+    record = {_text(k): _text(v) for k, v in client.hgetall(keys.request(reference)).items()}
+    assert (record["session_id"], record["persona"]) == (sid, call.persona)
+    # The recap is nowhere but the page: not in the browser's storage, not in Redis.
+    assert page.context.cookies() == []
+    assert page.evaluate("() => localStorage.length + sessionStorage.length") == 0
+    stored = str({_text(k): client.dump(k) for k in client.scan_iter()
+                  if not _text(k).startswith(keys.request(""))})  # fmt: skip
+    assert booked["reference"] not in stored
 
 
 def _greeting_start(call: SpokenCall) -> str:
@@ -218,7 +308,59 @@ def _check_record(client: redis.Redis, call: SpokenCall) -> None:
                 if client.zscore(k, sid) is not None]  # fmt: skip
     assert int(record["refunded_s"]) == int(record["reserved_s"]) - int(record["used_s"])
     assert int(record["refunded_s"]) > 0
-    # Nothing the caller said is stored.
-    blob = str({_text(k): client.dump(k) for k in client.scan_iter()})
+    # Nothing the caller said is stored (but in the sales request the visitor chose to send
+    # with the recap copied into it).
+    blob = str({_text(k): client.dump(k) for k in client.scan_iter()
+                if not _text(k).startswith(keys.request(""))})  # fmt: skip
     for private in call.private_words:
         assert private not in blob
+
+
+def test_words_said_before_the_agent_joined_reach_it(redis_url: str, bundle: None) -> None:
+    """The page records the microphone from the moment it is granted (livekit-client's
+    pre-connect buffer): a question said while the token request is still held back, so
+    before any room or agent exists, is sent to the agent once it joins, transcribed for the
+    page and answered."""
+    scenario = SCENARIOS["en"]
+    call = _with_dates(scenario.call)
+    redis.Redis.from_url(redis_url).flushdb()
+    out = OUTPUT / "call-pre-connect"
+    # The question at once, then silence: the live microphone carries nothing but silence
+    # once the call is connected.
+    wav = caller_wav(out / "caller.wav", [CallerLine(0.3, call.question)], "en", 40.0)
+    with (
+        running_stack(redis_url, fakes_config=scenario.fakes_config(), name="call-pre-connect")
+        as stack,
+        sync_playwright() as pw,
+    ):  # fmt: skip
+        browser = launch_with_microphone(pw, wav)
+        page = browser.new_context(locale="en-US").new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+        held: list[Route] = []
+        page.route("**/api/token", lambda route: held.append(route))
+        try:
+            page.goto(f"{stack.base_url}/?agent={call.persona}&lang=en&debug=1")
+            page.locator("#start").click()
+            expect(page.locator("#step")).to_have_text("Reserving a demo line…")
+            # The question lasts about 3 s: all of it is said before the token is even given.
+            wait_for(lambda: bool(held), 10, "the token request")
+            time.sleep(5.0)
+            held[0].continue_()
+            transcript = page.locator("#transcript")
+            you = page.locator('#transcript li[data-speaker="you"]')
+            expect(you.first).to_contain_text(_words(call.question), timeout=60_000)
+            expect(transcript).to_contain_text(_words(call.answer), timeout=60_000)
+            page.screenshot(path=str(out / "answered.png"), full_page=True)
+            page.locator("#end").click()
+            expect(page.locator("#notice")).to_have_text("You ended the call.")
+        finally:
+            (out / "console.log").write_text("\n".join(console))
+            browser.close()
+        worker_log = stack.worker.logs() if stack.worker else ""
+        outputs = stack.fakes.get("/fake/tool_outputs") if stack.fakes else []
+    # The agent acted on the question it heard from the buffer.
+    assert [o["name"] for o in outputs] == ["find_listings"], outputs
+    for warning in ("registered after room connection", "timeout waiting for pre-connect",
+                    "pre-connect audio buffer is too old"):  # fmt: skip
+        assert warning not in worker_log

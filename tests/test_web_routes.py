@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from settings import ConfigError, Settings
+from tests.sales_support import write_request_policies
 from tests.support import ROOT
 from tests.web_support import DIST, ensure_bundle
 from web.routes import load_page_settings, web_router
@@ -98,6 +99,39 @@ async def test_config_is_injected_as_inert_json() -> None:
         "end_grace_s": page.end_grace_s,
     }
     assert config["warn_remaining_s"] == page.warn_remaining_s
+    # The request form's rules are the server's own (policies/requests.yaml, retention.yaml).
+    assert config["request_form"] == {
+        "fields": {
+            "name": {"min": 2, "max": 100},
+            "email": {"min": 6, "max": 254},
+            "phone": {"min": 6, "max": 32},
+            "company": {"min": 1, "max": 120},
+            "message": {"min": 1, "max": 2000},
+        },
+        "languages": ["fr", "en"],
+        "per_visitor_per_day": 3,
+        "retention_days": 365,
+    }
+
+
+async def test_request_form_rules_follow_the_deployment_policies(tmp_path: Path) -> None:
+    ensure_bundle()
+    policies = write_request_policies(
+        tmp_path, limits={"per_visitor_per_day": 2}, fields={"name": {"min": 3, "max": 60}}
+    )
+    (policies / "retention.yaml").write_text(
+        (policies / "retention.yaml")
+        .read_text()
+        .replace("sales_requests_days: 365", "sales_requests_days: 180")
+    )
+    async with client(app_for(policies_dir=policies)) as http:
+        html = (await http.get("/")).text
+    block = re.search(r'<script id="ocf-config" type="application/json">(.*?)</script>', html)
+    assert block is not None
+    form = json.loads(block.group(1))["request_form"]
+    assert form["fields"]["name"] == {"min": 3, "max": 60}
+    assert form["per_visitor_per_day"] == 2
+    assert form["retention_days"] == 180
 
 
 async def test_assets_are_served_compressed_and_cached_forever() -> None:

@@ -7,11 +7,20 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    Request,
+    sync_playwright,
+)
 
 from tests.support import ROOT
 
@@ -36,6 +45,18 @@ def ensure_bundle() -> dict[str, str]:
     if not manifest.is_file():
         subprocess.run(["make", "--no-print-directory", "web"], cwd=ROOT, check=True)
     return dict(json.loads(manifest.read_text()))
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """The built page's browser for a module of tests: Chromium with the fake microphone."""
+    ensure_bundle()
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def launch(playwright: Playwright, *, fake_mic_ui: bool = True) -> Browser:
@@ -90,5 +111,17 @@ class Recorder:
 
 def minutes_words(retry_after_s: int) -> str:
     """How the page words a Retry-After under 90 minutes (web/src/i18n.js)."""
-    n = math.ceil(retry_after_s / 60)
-    return f"{n} minute" if n == 1 else f"{n} minutes"
+    return wait_words(retry_after_s, "en")
+
+
+_WAIT_UNITS = {"en": ("minute", "hour"), "fr": ("minute", "heure")}
+
+
+def wait_words(retry_after_s: int, language: str) -> str:
+    """How the page words any Retry-After (web/src/i18n.js `wait`): minutes under 90 of
+    them, else hours, each rounded up."""
+    minute, hour = _WAIT_UNITS[language]
+    n, unit = math.ceil(retry_after_s / 60), minute
+    if n >= 90:
+        n, unit = math.ceil(n / 60), hour
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"

@@ -19,6 +19,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from policies import load_policies
+from sales.policy import RequestRules, load_request_rules
 from settings import ConfigError, Settings
 
 log = logging.getLogger("web")
@@ -101,12 +103,27 @@ def security_headers(settings: Settings) -> dict[str, str]:
     return headers
 
 
-def page_config(settings: Settings, page: PageSettings) -> dict[str, object]:
+def request_form_config(rules: RequestRules, retention_days: int) -> dict[str, object]:
+    """What the page checks its sales request form against: the server's own rules, so the
+    two never disagree (POST /api/requests checks them again)."""
+    return {
+        "fields": {name: length.model_dump() for name, length in rules.fields},
+        "languages": list(rules.languages),
+        "per_visitor_per_day": rules.limits.per_visitor_per_day,
+        # The consent line says how long the request is kept.
+        "retention_days": retention_days,
+    }
+
+
+def page_config(
+    settings: Settings, page: PageSettings, form: dict[str, object]
+) -> dict[str, object]:
     url = settings.privacy_policy_url
     if urlsplit(url).scheme not in ("http", "https"):
         raise ConfigError(f"PRIVACY_POLICY_URL: {url!r} must be an http(s) URL")
     return {
         "privacy_policy_url": url,
+        "request_form": form,
         "timeouts": {
             "connect_timeout_s": page.connect_timeout_s,
             "agent_join_timeout_s": page.agent_join_timeout_s,
@@ -162,7 +179,11 @@ def _stamp(dist: Path) -> int | None:
 
 def web_router(settings: Settings, dist: Path = DIST_DIR) -> APIRouter:
     headers = security_headers(settings)
-    config_json = json_for_html(page_config(settings, load_page_settings()))
+    form = request_form_config(
+        load_request_rules(settings.policies_dir),
+        load_policies(settings.policies_dir).retention.sales_requests_days,
+    )
+    config_json = json_for_html(page_config(settings, load_page_settings(), form))
     bundle = load_bundle(dist, config_json)
     if bundle is None:
         log.warning("demo page not built", extra={"dist": str(dist), "fix": "make web"})

@@ -65,16 +65,18 @@ export function refusalFor(status, body, retryAfter) {
   return new Refusal('server_error', { status });
 }
 
-export async function requestToken(agentId) {
+// A JSON POST to the token server: {status, body (null when not JSON), retryAfter (seconds or
+// null)}. A request that never reached the server throws Refusal(unreachable).
+async function postJson(path, payload, unreachable) {
   let response;
   try {
-    response = await fetch('/api/token', {
+    response = await fetch(path, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-      body: JSON.stringify({ agent: agentId }),
+      body: JSON.stringify(payload),
     });
   } catch {
-    throw new Refusal('server_unreachable');
+    throw new Refusal(unreachable);
   }
   let body = null;
   try {
@@ -82,10 +84,15 @@ export async function requestToken(agentId) {
   } catch {
     body = null;
   }
-  if (response.status === 201 && body && body.server_url && body.participant_token) {
+  return { status: response.status, body, retryAfter: retryAfterSeconds(response) };
+}
+
+export async function requestToken(agentId) {
+  const { status, body, retryAfter } = await postJson('/api/token', { agent: agentId }, 'server_unreachable');
+  if (status === 201 && body && body.server_url && body.participant_token) {
     return body;
   }
-  throw refusalFor(response.status, body, retryAfterSeconds(response));
+  throw refusalFor(status, body, retryAfter);
 }
 
 export const GIVE_BACK_PATH = '/api/token/release';
@@ -119,4 +126,10 @@ export async function giveBack(grant) {
   } catch {
     return false;
   }
+}
+
+// POST /api/requests: the sales request form. Answers {status, body, retryAfter}; a request
+// that never reached the server throws Refusal('request_unreachable') (nothing was saved).
+export function sendRequest(payload) {
+  return postJson('/api/requests', payload, 'request_unreachable');
 }

@@ -1,30 +1,65 @@
 // One demo call: a LiveKit room joined with the token server's token, the visitor's
-// microphone published, the agent's voice played, its state and transcript reported.
-// Every way the call can end goes through finish(), exactly once.
-import { DisconnectReason, Room, RoomEvent, Track } from 'livekit-client';
+// microphone published, the agent's voice played, its state, transcript, reply latency and
+// end-of-call recap reported. Every way the call can end goes through finish(), exactly once.
+import { DisconnectReason, LocalAudioTrack, Room, RoomEvent, Track } from 'livekit-client';
 
 import {
   AGENT_STATE_ATTRIBUTE,
   END_REASON_ATTRIBUTE,
+  LATENCY_TOPIC,
+  RECAP_TOPIC,
   TRANSCRIPTION_TOPIC,
   endMessageFor,
+  parseLatency,
+  parseRecap,
   uiAgentState,
 } from './agent_signals.js';
+
+/**
+ * The visitor's microphone (granted by the page's own getUserMedia, so its permission
+ * messages stay the page's), recording from now into livekit-client's pre-connect buffer:
+ * what the visitor says before the agent has joined is sent to the agent once it is there
+ * (the `lk.agent.pre-connect-audio-buffer` byte stream; the worker hears it before greeting).
+ * The recording stops when the agent subscribes, or after livekit-client's 10 s.
+ */
+export function recordingMicrophone(mediaStreamTrack, constraints) {
+  const microphone = new LocalAudioTrack(mediaStreamTrack, constraints, true);
+  microphone.startPreConnectBuffer();
+  return microphone;
+}
+
+// Stops the microphone and its recording, whether or not it was ever published.
+export function releaseMicrophone(microphone) {
+  microphone.stopPreConnectBuffer();
+  microphone.stop();
+}
 
 export class CallSession {
   /**
    * @param {object} options
-   * @param {MediaStreamTrack} options.micTrack the microphone, already granted
+   * @param {LocalAudioTrack} options.microphone from recordingMicrophone()
    * @param {object} options.grant the token server's answer (server_url, participant_token, max_duration_s)
    * @param {object} options.timeouts connect_timeout_s, agent_join_timeout_s, end_grace_s
-   * @param {object} options.on callbacks: step, agentState, transcript, tick, audioBlocked, ended
+   * @param {object} options.on callbacks: step, agentState, transcript, latency, recap, tick,
+   *   audioBlocked, ended
    */
-  constructor({ micTrack, grant, timeouts, on }) {
-    this.micTrack = micTrack;
+  constructor({ microphone, grant, timeouts, on }) {
+    this.microphone = microphone;
     this.grant = grant;
     this.timeouts = timeouts;
     this.on = on;
-    this.room = new Room({ adaptiveStream: false, dynacast: false, disconnectOnPageLeave: true });
+    this.room = new Room({
+      adaptiveStream: false,
+      dynacast: false,
+      disconnectOnPageLeave: true,
+      // Two peer connections (one to publish, one to receive), not livekit-client 2.23's
+      // default single one. With a single one, Chromium and Safari send the first offer with
+      // the join request and set it locally only when the answer comes; the renegotiation
+      // room.connect() itself asks for can start in that gap, and its offer (made before the
+      // answer rejected the unused video sections) then fails to apply: "Transceiver not found
+      // based on m-line index", and the call dies right after connecting (docs/demo-page.md).
+      singlePeerConnection: false,
+    });
     this.agent = null;
     this.agentEndReason = null;
     this.finished = false;
@@ -51,7 +86,9 @@ export class CallSession {
         }),
         timeout,
       ]);
-      this.micPublication = await this.room.localParticipant.publishTrack(this.micTrack, {
+      // Its pre-connect recording makes livekit-client publish it with the
+      // TF_PRECONNECT_BUFFER feature and send the recording to the agent when it is active.
+      this.micPublication = await this.room.localParticipant.publishTrack(this.microphone, {
         source: Track.Source.Microphone,
         name: 'microphone',
       });
@@ -127,6 +164,29 @@ export class CallSession {
         console.warn('transcript stream failed', error);
       });
     });
+    room.registerTextStreamHandler(LATENCY_TOPIC, (reader, sender) => {
+      this.readSignal(reader, sender, parseLatency, (seconds) => {
+        if (!this.finished) this.on.latency(seconds);
+      });
+    });
+    // Kept until the room is gone (finish() does not unregister it): the recap comes just
+    // before the agent leaves, and may still be read while the call is ending.
+    room.registerTextStreamHandler(RECAP_TOPIC, (reader, sender) => {
+      this.readSignal(reader, sender, parseRecap, (recap) => this.on.recap(recap));
+    });
+  }
+
+  // One JSON message from the agent (never from anyone else), parsed; a broken or unknown
+  // one is dropped without a word: it only ever adds to the page.
+  readSignal(reader, sender, parse, deliver) {
+    if (!this.agent || sender.identity !== this.agent.identity) return;
+    reader
+      .readAll()
+      .then((text) => {
+        const value = parse(text);
+        if (value !== null) deliver(value);
+      })
+      .catch((error) => console.warn(`${reader.info.topic} stream failed`, error));
   }
 
   // An agent took the call: the session is claimed, its token is no longer ours to give back.
@@ -196,8 +256,9 @@ export class CallSession {
     for (const timer of this.timers) clearTimeout(timer);
     this.timers = [];
     this.room.unregisterTextStreamHandler(TRANSCRIPTION_TOPIC);
+    this.room.unregisterTextStreamHandler(LATENCY_TOPIC);
     for (const element of document.querySelectorAll('audio[data-agent-audio]')) element.remove();
-    this.micTrack.stop();
+    releaseMicrophone(this.microphone);
     // disconnect() never rejects in practice, but a rejection here must not go unhandled.
     this.room.disconnect(true).catch((error) => console.warn('disconnect failed', error));
     if (cause) console.warn('call failed', cause);

@@ -40,6 +40,12 @@ export class Translator {
     return this.plural('wait_hours', Math.ceil(minutes / 60));
   }
 
+  // Seconds with one decimal, the language's way: "0.9" / "0,9".
+  seconds(value) {
+    const format = new Intl.NumberFormat(this.lang, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+    return format.format(value);
+  }
+
   // A call length for the cards: "5 minutes", "90 s" would read oddly, so whole minutes.
   duration(seconds) {
     return this.plural('wait_minutes', Math.max(1, Math.round(seconds / 60)));

@@ -1,11 +1,14 @@
-// The demo page: persona cards, one call at a time, every refusal in plain words.
-// All text goes through textContent (never innerHTML): persona data and server answers
-// cannot inject markup.
+// The demo page: persona cards, one call at a time, every refusal in plain words, the
+// recap and reply times of a call, and the sales request form (request_panel.js).
+// All text goes through textContent (never innerHTML): persona data, what the agent sends
+// and server answers cannot inject markup. Nothing is stored in the browser.
 import { LogLevel, LoggerNames, getLogger } from 'livekit-client';
 
 import { Refusal, fetchAgents, giveBack, requestToken } from './api.js';
-import { CallSession } from './call.js';
+import { recapAsMessage } from './agent_signals.js';
+import { CallSession, recordingMicrophone, releaseMicrophone } from './call.js';
 import { LANGUAGES, Translator, clock, pickLanguage } from './i18n.js';
+import { RequestPanel } from './request_panel.js';
 
 const config = JSON.parse(document.getElementById('ocf-config').textContent);
 const params = new URLSearchParams(window.location.search);
@@ -31,6 +34,15 @@ const ui = {
   end: $('end'),
   transcript: $('transcript'),
   transcriptEmpty: $('transcript-empty'),
+  latencyToggle: $('latency-toggle'),
+  showLatency: $('show-latency'),
+  recap: $('recap'),
+  recapItems: $('recap-items'),
+  recapPrefill: $('recap-prefill'),
+  afterCall: $('after-call'),
+  afterCallOpen: $('after-call-open'),
+  requestOpen: $('request-open'),
+  requestPrivacyLink: $('request-privacy-link'),
   listStatus: $('list-status'),
   listRetry: $('list-retry'),
   cards: $('agents'),
@@ -57,9 +69,30 @@ const state = {
   muted: false,
   audioBlocked: false,
   segments: new Map(),
+  // The agent's latest transcript line: a reply time that arrives goes on it.
+  lastAgentLine: null,
+  // Reply times shown beside the agent's lines; the visitor may hide them (this page only).
+  showLatency: true,
+  // The last call the agent took: {sessionId, persona, session}, the context of a request.
+  lastCall: null,
+  recap: null, // {lang, items} of the last call, until another call starts
 };
 
 const t = (key, p) => state.tr.t(key, p);
+
+const requests = new RequestPanel({
+  rules: config.request_form,
+  translator: () => state.tr,
+  // The demo the visitor was looking at, and the call they had with it, if any (the server
+  // keeps the session id only if that call was this visitor's).
+  context: () => {
+    const call = state.lastCall;
+    return {
+      persona: state.selected ? state.selected.id : call && call.persona,
+      sessionId: call ? call.sessionId : null,
+    };
+  },
+});
 
 // Placeholders holding seconds to wait are turned into words in the current language.
 function words(p = {}) {
@@ -90,6 +123,7 @@ function renderStatic() {
     button.setAttribute('aria-pressed', String(button.dataset.lang === state.tr.lang));
   }
   ui.privacyLink.href = config.privacy_policy_url;
+  ui.requestPrivacyLink.href = config.privacy_policy_url;
 }
 
 function renderNotice() {
@@ -188,6 +222,9 @@ function renderCall() {
   const step = state.step;
   ui.step.textContent = step ? t(step.key, { name: agent.display_name, ...words(step.params) }) : '';
   ui.transcriptEmpty.hidden = state.segments.size > 0;
+  // The end of a call the agent took: the form is offered.
+  ui.afterCall.hidden = !(phase === 'idle' && state.lastCall && state.lastCall.persona === agent.id);
+  renderRecap();
 }
 
 function renderSpeakers() {
@@ -196,7 +233,33 @@ function renderSpeakers() {
     const name = state.selected ? state.selected.display_name : '';
     entry.querySelector('.speaker').textContent =
       who === 'you' ? t('speaker_you') : t('speaker_agent', { name });
+    const latency = entry.querySelector('.latency');
+    if (latency) {
+      latency.textContent = t('latency', { seconds: state.tr.seconds(Number(entry.dataset.latency)) });
+    }
   }
+  ui.latencyToggle.hidden = !ui.transcript.querySelector('.latency');
+  ui.showLatency.checked = state.showLatency;
+  ui.transcript.classList.toggle('hide-latency', !state.showLatency);
+}
+
+// What the agent did in the call, each item in the call's own language.
+let shownRecap = null;
+
+function renderRecap() {
+  const recap = state.recap;
+  ui.recap.hidden = !recap;
+  if (recap === shownRecap) return;
+  shownRecap = recap;
+  ui.recapItems.lang = recap ? recap.lang : '';
+  ui.recapItems.replaceChildren(
+    ...(recap ? recap.items : []).map((item) => {
+      const entry = document.createElement('li');
+      entry.dataset.type = item.type;
+      entry.textContent = item.text;
+      return entry;
+    }),
+  );
 }
 
 function render() {
@@ -205,6 +268,7 @@ function render() {
   renderList();
   renderCall();
   renderSpeakers();
+  requests.render();
 }
 
 // --- the persona list -------------------------------------------------------------------
@@ -244,16 +308,15 @@ function selectAgent(id, { focus = false, scroll = false } = {}) {
 
 // --- the call ---------------------------------------------------------------------------
 
+const MIC_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+
 async function getMicrophone() {
   if (!navigator.mediaDevices || typeof navigator.mediaDevices.getUserMedia !== 'function') {
     throw new Refusal('mic_unsupported');
   }
   let stream;
   try {
-    stream = await navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
-      video: false,
-    });
+    stream = await navigator.mediaDevices.getUserMedia({ audio: MIC_CONSTRAINTS, video: false });
   } catch (error) {
     const name = error && error.name;
     if (name === 'NotAllowedError' || name === 'SecurityError') throw new Refusal('mic_denied');
@@ -267,9 +330,14 @@ async function getMicrophone() {
   return track;
 }
 
+// A new call (or another persona) starts from a blank slate: transcript, reply times, recap.
 function clearTranscript() {
   state.segments.clear();
+  state.lastAgentLine = null;
+  state.recap = null;
   ui.transcript.replaceChildren();
+  renderSpeakers();
+  renderRecap();
 }
 
 function onTranscript({ segment, speaker, text, reset }) {
@@ -285,6 +353,7 @@ function onTranscript({ segment, speaker, text, reset }) {
     entry.append(who, words);
     ui.transcript.append(entry);
     state.segments.set(segment, entry);
+    if (speaker === 'agent') state.lastAgentLine = entry;
     renderSpeakers();
     ui.transcriptEmpty.hidden = true;
   }
@@ -292,6 +361,24 @@ function onTranscript({ segment, speaker, text, reset }) {
   if (reset) wordsEl.textContent = text;
   else wordsEl.textContent += text;
   ui.transcript.scrollTop = ui.transcript.scrollHeight;
+}
+
+// How long the visitor waited for the agent's latest reply, beside that reply.
+function onLatency(seconds) {
+  const entry = state.lastAgentLine;
+  if (!entry || entry.querySelector('.latency')) return;
+  const figure = document.createElement('span');
+  figure.className = 'latency';
+  entry.dataset.latency = String(seconds);
+  entry.append(figure);
+  renderSpeakers();
+}
+
+function onRecap(session, recap) {
+  // Only the last call's recap (it may arrive while that call is ending).
+  if (!state.lastCall || state.lastCall.session !== session) return;
+  state.recap = recap;
+  renderRecap();
 }
 
 function showNotice(key, p = {}, kind = 'error') {
@@ -348,9 +435,16 @@ async function startCall() {
   render();
   ui.end.focus({ preventScroll: true });
 
-  let micTrack = null;
+  let microphone = null;
   try {
-    micTrack = await getMicrophone();
+    const micTrack = await getMicrophone();
+    // Recording from now: words said before the agent joins reach it (pre-connect buffer).
+    try {
+      microphone = recordingMicrophone(micTrack, MIC_CONSTRAINTS);
+    } catch (error) {
+      micTrack.stop();
+      throw error;
+    }
     if (attempt.cancelled) return;
     state.step = { key: 'step_token' };
     render();
@@ -361,14 +455,17 @@ async function startCall() {
     const grant = await attempt.grant;
     if (attempt.cancelled) return;
     const session = new CallSession({
-      micTrack,
+      microphone,
       grant,
       timeouts: config.timeouts,
       on: {
         step: (key) => {
           if (key === 'connecting') state.phase = 'starting';
           if (key === 'waiting_agent') state.phase = 'connected';
-          if (key === 'in_call') state.phase = 'in_call';
+          if (key === 'in_call') {
+            state.phase = 'in_call';
+            state.lastCall = { sessionId: grant.session_id, persona: agent.id, session };
+          }
           state.step = { key: `step_${key}` };
           render();
         },
@@ -377,6 +474,8 @@ async function startCall() {
           renderCall();
         },
         transcript: onTranscript,
+        latency: onLatency,
+        recap: (recap) => onRecap(session, recap),
         tick: (left) => {
           const shown = Math.ceil(left);
           if (shown === state.timeLeft) return;
@@ -396,7 +495,7 @@ async function startCall() {
         },
       },
     });
-    micTrack = null; // the session owns it now and stops it when the call ends
+    microphone = null; // the session owns it now and stops it when the call ends
     state.session = session;
     await session.start();
   } catch (error) {
@@ -421,7 +520,7 @@ async function startCall() {
     endAttempt();
   } finally {
     // Whatever went wrong before the session took it, the microphone is released.
-    if (micTrack) micTrack.stop();
+    if (microphone) releaseMicrophone(microphone);
   }
 }
 
@@ -498,6 +597,21 @@ ui.end.addEventListener('click', endOrCancel);
 ui.mute.addEventListener('click', toggleMute);
 ui.enableAudio.addEventListener('click', enableAudio);
 ui.listRetry.addEventListener('click', fireAndReport(() => loadAgents({ fresh: true })));
+ui.showLatency.addEventListener('change', () => {
+  state.showLatency = ui.showLatency.checked;
+  renderSpeakers();
+});
+ui.recapPrefill.addEventListener('click', () => {
+  const recap = state.recap;
+  const name = state.selected ? state.selected.display_name : '';
+  if (recap) requests.prefill(recapAsMessage(recap, t('recap_prefill_intro', { name })));
+});
+for (const link of [ui.requestOpen, ui.afterCallOpen]) {
+  link.addEventListener('click', (event) => {
+    event.preventDefault();
+    requests.open();
+  });
+}
 for (const button of document.querySelectorAll('[data-lang]')) {
   button.addEventListener('click', () => switchLanguage(button.dataset.lang));
 }

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 import redis
 import schemathesis
@@ -33,6 +34,8 @@ from schemathesis.specs.openapi.checks import (
 
 from agents_catalog import load_catalog
 from api_document import URL, load_document
+from api_errors import ApiError
+from give_back_endpoint import requested_release
 from ops.blocks import block
 from policies import keys
 from policies.admission import Refusal
@@ -679,6 +682,38 @@ def test_every_admission_refusal_is_documented() -> None:
     # ...and where the code answers it: a visitor's or a network's limit is 429, the whole
     # demo's 503 `capacity`.
     assert set(documented_reasons(503)) == {r.value for r in Refusal if r.is_capacity}
+
+
+GOOD = "Ab0_-" * 3 + "x"  # 16 url-safe characters
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"session_id": GOOD, "release_secret": GOOD * 2},
+        {"session_id": "a", "release_secret": "b" * 64, "more": [1]},
+        {"session_id": "a" * 65, "release_secret": GOOD},
+        {"session_id": "", "release_secret": GOOD},
+        {"session_id": GOOD + "\n", "release_secret": GOOD},
+        {"session_id": GOOD, "release_secret": "abc=="},
+        {"session_id": GOOD, "release_secret": "ééé"},
+        {"session_id": GOOD, "release_secret": 123},
+        {"session_id": GOOD, "release_secret": None},
+        {"session_id": GOOD},
+        {"release_secret": GOOD},
+        [GOOD, GOOD],
+        GOOD,
+    ],
+)
+def test_the_give_back_schema_takes_exactly_what_the_server_takes(body: object) -> None:
+    schema = {"$ref": "#/components/schemas/GiveBackRequest", "components": DOCUMENT["components"]}
+    try:
+        requested_release(body)
+        taken = True
+    except ApiError as refused:
+        assert refused.status == 422
+        taken = False
+    assert jsonschema_rs.validator_for(schema).is_valid(body) == taken
 
 
 def served_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str]]:

@@ -1,7 +1,8 @@
 """Schemathesis hooks for the long CLI run (tests/fuzz_run.py sets SCHEMATHESIS_HOOKS to
 this module and FUZZ_REDIS_URL to the fuzzed server's Redis): the checks tests/test_fuzz.py
 makes in the suite, as CLI checks: a refused request changes nothing in Redis; a 201 of the
-request form stored the request it names, or (the honeypot) nothing. Needs one request at a
+request form stored the request it names, or (the honeypot) nothing; a 200 of the give-back
+closed the session it names and freed only what that session held. Needs one request at a
 time (schemathesis.toml: workers = 1)."""
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import schemathesis
 
 from agents_catalog import load_catalog
 from api_document import load_document
-from tests.fuzz_support import ADMITTED, RedisWatch, honeypot_filled
+from tests.fuzz_support import RedisWatch, honeypot_filled
 
-WATCH = RedisWatch(redis.Redis.from_url(os.environ["FUZZ_REDIS_URL"]))
-HONEYPOT_FILLED = honeypot_filled(load_document([p.id for p in load_catalog()]))
+WATCH = RedisWatch(
+    redis.Redis.from_url(os.environ["FUZZ_REDIS_URL"]),
+    honeypot=honeypot_filled(load_document([p.id for p in load_catalog()])),
+)
 
 
 @schemathesis.hook
@@ -31,12 +34,8 @@ def before_call(
 def redis_changed_only_by_what_was_accepted(
     ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case[Any]
 ) -> bool | None:
-    if case.operation.label == "POST /api/requests" and response.status_code == ADMITTED:
-        reference = response.json()["reference"]
-        wrong = WATCH.sales_request_problems(reference, HONEYPOT_FILLED(case.body))
-        if wrong:
-            raise AssertionError(f"answered 201 {reference}: {wrong[:10]}")
-    changed = WATCH.refusal_changes(response.status_code)
-    if changed:
-        raise AssertionError(f"answered {response.status_code} and changed Redis: {changed[:10]}")
+    status = response.status_code
+    wrong = WATCH.case_problems(case.operation.label, status, response.json, case.body)
+    if wrong:
+        raise AssertionError(f"answered {status}, and in Redis: {wrong[:10]}")
     return None

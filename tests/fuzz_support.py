@@ -30,28 +30,45 @@ import yaml
 from policies import keys
 from tests.sales_support import write_request_policies
 from tests.support import ROOT, write_policies
-from tests.token_support import settings_env
+from tests.token_support import roomy_caps, settings_env
 
-FUZZ_LIMITS: dict[str, object] = {
-    "visitor": {"concurrent_sessions": 1_000_000, "sessions_per_hour": 1_000_000,
-                "sessions_per_day": 1_000_000, "minutes_per_day": 100_000_000},
-    "global": {"concurrent_sessions": 1_000_000, "minutes_per_day": 100_000_000},
-    "session": {"join_window_s": 900},
-}  # fmt: skip
+# Unjoined tokens and every prefix aggregate out of reach too (roomy_caps): the fuzzer
+# never joins with the tokens it takes, and its few addresses share networks.
+FUZZ_LIMITS = roomy_caps(
+    {
+        "visitor": {"concurrent_sessions": 1_000_000, "sessions_per_hour": 1_000_000,
+                    "sessions_per_day": 1_000_000, "minutes_per_day": 100_000_000},
+        "global": {"concurrent_sessions": 1_000_000, "minutes_per_day": 100_000_000},
+        "session": {"join_window_s": 900},
+    },
+    n=1_000_000,
+)  # fmt: skip
 # The request form's day (policies/requests.yaml): the most its rules allow per visitor.
 FUZZ_REQUEST_LIMITS = {"per_visitor_per_day": 100, "global_per_day": 100_000}
 FUZZ_SWEEP_EVERY_S = 3600
 ALLOWED_ORIGIN = "https://www.onecallflow.test"
-# The only status that may write to Redis during a run: an admission or an accepted sales
-# request. Admission refusals (429, 403 blocked, 503 capacity) are recorded too, by design,
-# but with FUZZ_LIMITS none happens; a request refused for its input never gets that far.
+# The only answers that may write to Redis during a run: an admission or an accepted sales
+# request (201), a token given back (200). Admission refusals (429, 403 blocked, 503
+# capacity) are recorded too, by design, but with FUZZ_LIMITS none happens; a request
+# refused for its input never gets that far.
 ADMITTED = 201
+SALES_FORM = "POST /api/requests"
+GIVE_BACK = "POST /api/token/release"
+GIVEN_BACK = 200
 # What an accepted sales request writes: its record, its email's index, the day's counts,
 # and the salt of the visitor's pseudonym if none was drawn yet (no mail: no queue).
 REQUEST_WRITES = frozenset(
     {keys.REQUEST, keys.REQUESTS_BY_EMAIL, keys.REQUESTS_VISITOR_DAY, keys.REQUESTS_GLOBAL_DAY,
      keys.SALT}
 )  # fmt: skip
+# What giving a token back writes besides its session record (release.lua): the session
+# leaves the slot and unjoined sets (a set left empty is gone), and the minutes it reserved
+# come off the visitor's and the day's counts.
+GIVE_BACK_SETS = frozenset(
+    {keys.VISITOR_ACTIVE, keys.VISITOR_UNJOINED, keys.GLOBAL_ACTIVE, keys.GLOBAL_UNJOINED,
+     keys.NETWORK_ACTIVE, keys.NETWORK_UNJOINED}
+)  # fmt: skip
+GIVE_BACK_COUNTS = frozenset({keys.VISITOR_SECONDS, keys.GLOBAL_SECONDS})
 
 
 def fuzz_policies(directory: Path) -> Path:
@@ -151,7 +168,21 @@ class RedisWatch:
     """Redis as it was before a case; after it, what the case changed."""
 
     client: redis.Redis
+    # Whether a request form's body is caught by the honeypot (honeypot_filled).
+    honeypot: Callable[[object], bool] = lambda body: False
     _before: Snapshot | None = None
+
+    def case_problems(
+        self, operation: str, status: int, answer: Callable[[], Any], body: object
+    ) -> list[str]:
+        """What is wrong in Redis after one case (`answer` reads its JSON body): only an
+        accepted request form, an admission or a give-back may have written, and only
+        what each accounts for."""
+        if operation == SALES_FORM and status == ADMITTED:
+            return self.sales_request_problems(answer()["reference"], self.honeypot(body))
+        if operation == GIVE_BACK and status == GIVEN_BACK:
+            return self.give_back_problems(answer()["session_id"])
+        return self.refusal_changes(status)
 
     def before_case(self) -> None:
         self._before = redis_state(self.client)
@@ -184,6 +215,42 @@ class RedisWatch:
         ]
         return problems
 
+    def give_back_problems(self, session_id: str) -> list[str]:
+        """What is wrong in Redis after a 200 of POST /api/token/release: the session's
+        record must have changed; nothing else but this session leaving slot and unjoined
+        sets and its minutes coming off the counts; nothing added."""
+        if self._before is None:
+            raise AssertionError("no snapshot taken before this case")
+        state = redis_state(self.client)
+        changes = changed_keys(self._before, state)
+        before, after = self._before.keys, state.keys
+        record = keys.session(session_id).encode()
+        problems = [] if ("changed", record) in changes else [f"record {record!r} not changed"]
+        for how, key in changes:
+            kind = keys.kind_of(key.decode())
+            was, now = before.get(key), after.get(key)
+            if key == record and how == "changed":
+                continue
+            if kind in GIVE_BACK_SETS and how != "added" and _left(was, now) == {session_id}:
+                continue
+            if kind in GIVE_BACK_COUNTS and how == "changed" and _lower(was, now):
+                continue
+            problems.append(f"{how} {key!r}")
+        return problems
+
+
+def _left(was: tuple[str, Any] | None, now: tuple[str, Any] | None) -> set[str] | None:
+    """The members that left a sorted set, or None if any came or moved."""
+    old = dict(was[1]) if was else {}
+    new = dict(now[1]) if now else {}
+    if any(old.get(member) != score for member, score in new.items()):
+        return None
+    return {member.decode() for member in set(old) - set(new)}
+
+
+def _lower(was: tuple[str, Any] | None, now: tuple[str, Any] | None) -> bool:
+    return was is not None and now is not None and int(now[1]) < int(was[1])
+
 
 @dataclass
 class FuzzTally:
@@ -194,11 +261,13 @@ class FuzzTally:
     refusals_checked: int = 0
     # 201s of the request form: stored, or caught by the honeypot (nothing stored).
     sales_requests: Counter[str] = field(default_factory=Counter)
+    # Answers of POST /api/token/release by error code (`given_back` for a 200).
+    give_backs: Counter[str] = field(default_factory=Counter)
 
     def record(self, operation: str, status: int) -> None:
         self.operations[operation] += 1
         self.statuses[status] += 1
-        if status != ADMITTED:
+        if status != ADMITTED and (operation, status) != (GIVE_BACK, GIVEN_BACK):
             self.refusals_checked += 1
 
     @property
@@ -209,7 +278,8 @@ class FuzzTally:
         by_status = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
         by_operation = ", ".join(f"{o}: {n}" for o, n in sorted(self.operations.items()))
         requests = ", ".join(f"{o}: {n}" for o, n in sorted(self.sales_requests.items()))
+        give_backs = ", ".join(f"{o}: {n}" for o, n in sorted(self.give_backs.items()))
         return (
             f"{self.cases} cases; statuses {by_status}; per operation {by_operation}; "
-            f"sales requests {requests or 'none'}"
+            f"sales requests {requests or 'none'}; give-backs {give_backs or 'none'}"
         )

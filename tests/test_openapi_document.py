@@ -13,12 +13,14 @@ without a scenario fails, and so does a scenario for an answer the document lack
 from __future__ import annotations
 
 import socket
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 import redis
 import schemathesis
@@ -32,14 +34,26 @@ from schemathesis.specs.openapi.checks import (
 
 from agents_catalog import load_catalog
 from api_document import URL, load_document
+from api_errors import ApiError
+from give_back_endpoint import requested_release
 from ops.blocks import block
+from policies import keys
+from policies.admission import Refusal
+from policies.claim import Claims
 from policies.model import DAY_S
+from sessions.redis_conn import connect
 from settings import Settings
 from tests.fuzz_support import fuzz_policies
 from tests.ops_support import room_finished, signed_event
 from tests.sales_support import FORM, OTHER, write_request_policies
 from tests.support import RedisServer, write_policies
-from tests.token_support import asgi_client, away_from_bucket_edge, make_app, session_record
+from tests.token_support import (
+    asgi_client,
+    away_from_bucket_edge,
+    make_app,
+    roomy_caps,
+    session_record,
+)
 from tests.web_support import ensure_bundle
 from web.routes import web_router
 
@@ -53,11 +67,6 @@ CHECKS = [
     response_schema_conformance,
 ]
 ALLOWED_ORIGIN = "https://www.onecallflow.test"
-# One call at a time for a visitor and for the whole demo: a second call is refused.
-TIGHT: dict[str, object] = {
-    "visitor": {"concurrent_sessions": 1},
-    "global": {"concurrent_sessions": 1},
-}
 # One sales request a day per visitor, two from everyone.
 TIGHT_REQUESTS = {"per_visitor_per_day": 1, "global_per_day": 2}
 # Paths served but deliberately left out of the document (see its info.description).
@@ -89,6 +98,7 @@ class Apps:
     redis_url: str
     roomy_policies: Path
     tight_policies: Path
+    scratch: Path  # where limited() writes its policies
     down_redis_url: str  # a port that refuses connections: Redis is down
     evicting_redis_url: str  # a Redis whose maxmemory-policy is allkeys-lru
     empty_dist: Path
@@ -98,6 +108,12 @@ class Apps:
 
     def tight(self) -> Any:
         return make_app(self.redis_url, self.tight_policies)
+
+    def limited(self, limits: dict[str, object]) -> Any:
+        """The shipped limits with `limits` applied and the unjoined and network caps out of
+        reach unless `limits` names them (roomy_caps)."""
+        directory = write_request_policies(Path(tempfile.mkdtemp(dir=self.scratch)))
+        return make_app(self.redis_url, write_policies(directory, limits=roomy_caps(limits)))
 
     def redis_down(self) -> Any:
         return make_app(self.down_redis_url, self.roomy_policies)
@@ -126,10 +142,10 @@ def apps(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
         yield Apps(
             redis_url=redis_url,
             roomy_policies=fuzz_policies(tmp_path_factory.mktemp("roomy")),
-            tight_policies=write_policies(
-                write_request_policies(tmp_path_factory.mktemp("tight"), limits=TIGHT_REQUESTS),
-                limits=TIGHT,
+            tight_policies=write_request_policies(
+                tmp_path_factory.mktemp("tight"), limits=TIGHT_REQUESTS
             ),
+            scratch=tmp_path_factory.mktemp("limited"),
             down_redis_url=f"redis://127.0.0.1:{down.getsockname()[1]}/0",
             evicting_redis_url=evicting.url,
             empty_dist=tmp_path_factory.mktemp("dist-not-built"),
@@ -292,27 +308,80 @@ async def malformed(apps: Apps) -> Responses:
         return [bad_json, bad_shape]
 
 
+# Each admission refusal but `blocked`: the limits that give it (every other unjoined and
+# network cap out of reach) and the addresses whose tokens are asked for in turn, all but
+# the last admitted. One visitor; two visitors of one /24; two of different networks.
+VISITOR = ("192.0.2.10", "192.0.2.10")
+NETWORK = ("192.0.2.10", "192.0.2.11")
+EVERYONE = ("192.0.2.10", "198.51.100.10")
+Limits = dict[str, object]
+PER_24 = {"ipv4": {24: {"concurrent_sessions": 5}}}
+REFUSALS: dict[str, tuple[Limits, tuple[str, ...]]] = {
+    "visitor_concurrent": ({"visitor": {"concurrent_sessions": 1}}, VISITOR),
+    "visitor_unjoined": ({"visitor": {"concurrent_sessions": 2, "unjoined_tokens": 1}}, VISITOR),
+    "visitor_hourly": ({"visitor": {"concurrent_sessions": 2, "sessions_per_hour": 1}}, VISITOR),
+    # Also one an hour (an hour's limit may not exceed the day's): the hour is made to pass.
+    "visitor_daily": (
+        {"visitor": {"concurrent_sessions": 2, "sessions_per_hour": 1, "sessions_per_day": 1}},
+        VISITOR,
+    ),
+    # 5 minutes a day; the persona reserves 300 s.
+    "visitor_minutes": ({"visitor": {"concurrent_sessions": 2, "minutes_per_day": 5}}, VISITOR),
+    "network_concurrent": ({"networks": {"ipv4": {24: {"concurrent_sessions": 1}}}}, NETWORK),
+    "network_unjoined": ({"networks": {"ipv4": {24: {"unjoined_tokens": 1}}}}, NETWORK),
+    "network_hourly": ({"networks": {"ipv4": {24: {"sessions_per_hour": 1}}}}, NETWORK),
+    # A network's hour may exceed its day.
+    "network_daily": (
+        {"networks": {"ipv4": {24: {"sessions_per_hour": 2, "sessions_per_day": 1}}}},
+        NETWORK,
+    ),
+    "global_concurrent": ({"global": {"concurrent_sessions": 1}}, EVERYONE),
+    "global_unjoined": ({"global": {"unjoined_tokens": 1}}, EVERYONE),
+    "global_minutes": ({"global": {"minutes_per_day": 5}}, EVERYONE),
+}
+
+
+def documented_reasons(status: int) -> list[str]:
+    """The `reason`s the document gives POST /api/token's 429 or 503 `capacity`."""
+    schema = DOCUMENT["paths"]["/api/token"]["post"]["responses"][str(status)]["content"]
+    schema = schema["application/json"]["schema"]
+    refusal = schema["oneOf"][0] if "oneOf" in schema else schema
+    return list(refusal["properties"]["reason"]["enum"])
+
+
+async def _refused_for(apps: Apps, reason: str) -> httpx.Response:
+    limits, peers = REFUSALS[reason]
+    client = redis.Redis.from_url(apps.redis_url)
+    client.flushdb()  # nothing held by another reason's tokens
+    away_from_bucket_edge(client, 3600, margin_s=10)
+    app = apps.limited(limits)
+    for peer in peers[:-1]:
+        assert (await _token(app, peer=peer)).status_code == 201
+    if reason == "visitor_daily":
+        # The calls so far were in an earlier hour: the hour's count goes, the day's stays.
+        client.delete(*client.scan_iter(keys.pattern(keys.VISITOR_HOUR)))
+    refused = await _token(app, peer=peers[-1])
+    assert refused.json().get("reason") == reason, refused.text
+    return refused
+
+
 @scenario("POST", "/api/token", 429)
-async def visitor_limit(apps: Apps) -> Responses:
-    app = apps.tight()
-    assert (await _token(app, peer="192.0.2.10")).status_code == 201
-    return [await _token(app, peer="192.0.2.10")]
+async def visitor_or_network_limit(apps: Apps) -> Responses:
+    return [await _refused_for(apps, reason) for reason in documented_reasons(429)]
 
 
 @scenario("POST", "/api/token", 503)
 async def full_or_redis_down(apps: Apps) -> Responses:
     down = await _token(apps.redis_down())
     assert down.json()["error"] == "unavailable"
-    app = apps.tight()
-    assert (await _token(app, peer="192.0.2.20")).status_code == 201
-    full = await _token(app, peer="192.0.2.21")
-    assert (full.json()["error"], full.json()["reason"]) == ("capacity", "global_concurrent")
-    return [down, full]
+    full = [await _refused_for(apps, reason) for reason in documented_reasons(503)]
+    assert {response.json()["error"] for response in full} == {"capacity"}
+    return [down, *full]
 
 
-async def _options(app: Any, headers: dict[str, str]) -> httpx.Response:
+async def _options(app: Any, headers: dict[str, str], path: str = "/api/token") -> httpx.Response:
     async with asgi_client(app) as client:
-        return await client.options("/api/token", headers=headers)
+        return await client.options(path, headers=headers)
 
 
 @scenario("OPTIONS", "/api/token", 204)
@@ -328,6 +397,116 @@ async def preflight(apps: Apps) -> Responses:
 @scenario("OPTIONS", "/api/token", 403)
 async def preflight_from_elsewhere(apps: Apps) -> Responses:
     return [await _options(apps.roomy(), {"Origin": "https://evil.example"})]
+
+
+RELEASE = "/api/token/release"
+
+
+async def _issued(app: Any, peer: str = "127.0.0.1") -> dict[str, str]:
+    """What the page keeps from a 201 to give the token back."""
+    response = await _token(app, peer=peer)
+    assert response.status_code == 201, response.text
+    return {name: response.json()[name] for name in ("session_id", "release_secret")}
+
+
+async def _give_back(app: Any, body: Any, **kwargs: Any) -> httpx.Response:
+    return await _post(app, RELEASE, body, **kwargs)
+
+
+@scenario("POST", RELEASE, 200)
+async def given_back(apps: Apps) -> Responses:
+    app = apps.roomy()
+    plain = await _give_back(app, await _issued(app))
+    from_the_page = await _give_back(app, await _issued(app), headers={"Origin": ALLOWED_ORIGIN})
+    for response in (plain, from_the_page):
+        assert response.json()["refunded_s"] == 300  # the persona's whole reservation
+    return [plain, from_the_page]
+
+
+@scenario("POST", RELEASE, 403)
+async def release_refused(apps: Apps) -> Responses:
+    app = apps.roomy()
+    grant = await _issued(app)
+    other = await _issued(app)
+    wrong_secret = await _give_back(app, {**grant, "release_secret": "x" * 32})
+    anothers_secret = await _give_back(app, {**grant, "release_secret": other["release_secret"]})
+    unknown = await _give_back(app, {**grant, "session_id": UNKNOWN_SESSION})
+    for refused in (wrong_secret, anothers_secret, unknown):
+        assert refused.json()["error"] == "release_refused"
+    foreign = await _give_back(app, grant, headers={"Origin": "https://evil.example"})
+    assert foreign.json()["error"] == "origin_not_allowed"
+    return [wrong_secret, anothers_secret, unknown, foreign]
+
+
+@scenario("POST", RELEASE, 409)
+async def not_releasable(apps: Apps) -> Responses:
+    app = apps.roomy()
+    claimed, repeated, finished = [await _issued(app) for _ in range(3)]
+    aredis = connect(apps.redis_url, 5.0)
+    try:
+        claim = await Claims(aredis, app.state.services.policies).claim(
+            claimed["session_id"], "AJ_document"
+        )
+        assert claim.ours
+    finally:
+        await aredis.aclose()
+    assert (await _give_back(app, repeated)).status_code == 200
+    body, token = signed_event(room_finished(finished["session_id"]))
+    assert (await _webhook(app, body, token)).json()["outcome"] == "abandoned"
+    answers = [await _give_back(app, grant) for grant in (claimed, repeated, finished)]
+    reasons = [answer.json()["reason"] for answer in answers]
+    assert reasons == ["started", "given_back", "abandoned"]
+    return answers
+
+
+@scenario("POST", RELEASE, 413)
+async def release_too_large(apps: Apps) -> Responses:
+    app = apps.roomy()
+    return [await _give_back(app, {**await _issued(app), "pad": "x" * 5000})]
+
+
+@scenario("POST", RELEASE, 415)
+async def release_not_json(apps: Apps) -> Responses:
+    async with asgi_client(apps.roomy()) as client:
+        return [await client.post(RELEASE, data={"session_id": UNKNOWN_SESSION})]
+
+
+@scenario("POST", RELEASE, 422)
+async def release_malformed(apps: Apps) -> Responses:
+    app = apps.roomy()
+    grant = await _issued(app)
+    async with asgi_client(app) as client:
+        bad_json = await client.post(RELEASE, content=b'{"session_id": ', headers=JSON)
+    assert bad_json.json()["error"] == "invalid_json"
+    wrong = [
+        await _give_back(app, [grant]),
+        await _give_back(app, {"session_id": grant["session_id"]}),
+        await _give_back(app, {**grant, "release_secret": "not/url+safe"}),
+        await _give_back(app, {**grant, "session_id": "x" * 65}),
+    ]
+    assert {response.json()["error"] for response in wrong} == {"invalid_request"}
+    return [bad_json, *wrong]
+
+
+@scenario("POST", RELEASE, 503)
+async def release_with_redis_down(apps: Apps) -> Responses:
+    body = {"session_id": UNKNOWN_SESSION, "release_secret": "x" * 32}
+    return [await _give_back(apps.redis_down(), body)]
+
+
+@scenario("OPTIONS", RELEASE, 204)
+async def release_preflight(apps: Apps) -> Responses:
+    plain = await _options(apps.roomy(), {}, RELEASE)
+    assert plain.headers["allow"] == "OPTIONS, POST"
+    asked = {"Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "POST"}
+    preflight = await _options(apps.roomy(), asked, RELEASE)
+    assert preflight.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    return [plain, preflight]
+
+
+@scenario("OPTIONS", RELEASE, 403)
+async def release_preflight_from_elsewhere(apps: Apps) -> Responses:
+    return [await _options(apps.roomy(), {"Origin": "https://evil.example"}, RELEASE)]
 
 
 async def _request(app: Any, body: Any = FORM, **kwargs: Any) -> httpx.Response:
@@ -494,6 +673,47 @@ def test_the_document_is_valid_openapi() -> None:
         value = example["value"]
         persona = value.get("agent") or value["room_config"]["agents"][0]["agent_name"]
         assert persona in PERSONA_IDS
+
+
+def test_every_admission_refusal_is_documented() -> None:
+    documented = documented_reasons(429) + documented_reasons(503)
+    assert sorted(documented) == sorted(REFUSALS)
+    assert set(REFUSALS) | {"blocked"} == {refusal.value for refusal in Refusal}
+    # ...and where the code answers it: a visitor's or a network's limit is 429, the whole
+    # demo's 503 `capacity`.
+    assert set(documented_reasons(503)) == {r.value for r in Refusal if r.is_capacity}
+
+
+GOOD = "Ab0_-" * 3 + "x"  # 16 url-safe characters
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"session_id": GOOD, "release_secret": GOOD * 2},
+        {"session_id": "a", "release_secret": "b" * 64, "more": [1]},
+        {"session_id": "a" * 65, "release_secret": GOOD},
+        {"session_id": "", "release_secret": GOOD},
+        {"session_id": GOOD + "\n", "release_secret": GOOD},
+        {"session_id": GOOD, "release_secret": "abc=="},
+        {"session_id": GOOD, "release_secret": "ééé"},
+        {"session_id": GOOD, "release_secret": 123},
+        {"session_id": GOOD, "release_secret": None},
+        {"session_id": GOOD},
+        {"release_secret": GOOD},
+        [GOOD, GOOD],
+        GOOD,
+    ],
+)
+def test_the_give_back_schema_takes_exactly_what_the_server_takes(body: object) -> None:
+    schema = {"$ref": "#/components/schemas/GiveBackRequest", "components": DOCUMENT["components"]}
+    try:
+        requested_release(body)
+        taken = True
+    except ApiError as refused:
+        assert refused.status == 422
+        taken = False
+    assert jsonschema_rs.validator_for(schema).is_valid(body) == taken
 
 
 def served_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str]]:

@@ -76,6 +76,7 @@ from tests.livekit_stack import (  # noqa: E402
     running_stack,
 )
 from tests.support import RedisServer, write_policies  # noqa: E402
+from tests.token_support import roomy_caps  # noqa: E402
 from tests.voice_harness import shared_vad  # noqa: E402
 
 TARGET_OVERHEAD_P95_S = 0.100
@@ -639,8 +640,8 @@ def relaxed_policies(directory: Path) -> Path:
     back to back: the bench times calls, not admission."""
     return write_policies(
         directory,
-        limits={"visitor": {"concurrent_sessions": 5, "sessions_per_hour": 1000,
-                            "sessions_per_day": 1000, "minutes_per_day": 1000}},
+        limits=roomy_caps({"visitor": {"concurrent_sessions": 5, "sessions_per_hour": 1000,
+                                       "sessions_per_day": 1000, "minutes_per_day": 1000}}),
     )  # fmt: skip
 
 

@@ -164,6 +164,17 @@ class Call:
         if self._finalize_task is None:
             self._finalize_task = asyncio.create_task(self._finalize(), name="call-finalize")
 
+    def caller_left(self) -> None:
+        """The visitor left the room. While hanging up, a goodbye has nobody left to hear it:
+        cut it now, so the end is recorded at once and not `hangup_grace_s` later, when the
+        room's departure timeout may already have let LiveKit's webhook close a healthy call
+        as abandoned. Otherwise RoomIO's close on disconnect ends the call (user_hangup)."""
+        if self.end_reason is not None and not self.finished.is_set():
+            try:
+                self.session.interrupt(force=True)
+            except RuntimeError:
+                pass  # nothing being said, or the session is already closing
+
     def _force_stop(self) -> None:
         # A goodbye that cannot finish (stuck TTS or output) is cut so the session closes.
         if not self.finished.is_set():

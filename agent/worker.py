@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from livekit import rtc
 from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest
 from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
 
@@ -242,6 +243,12 @@ async def entrypoint(ctx: JobContext) -> None:
 
     try:
         connection.attach(ctx.room)
+
+        def on_participant_left(participant: rtc.RemoteParticipant) -> None:
+            if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+                parts.call.caller_left()
+
+        ctx.room.on("participant_disconnected", on_participant_left)
         signals.attach(parts.session)
         parts.call.begin()
         # The session connects to the room itself, after RoomIO has registered its handler

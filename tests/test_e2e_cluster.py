@@ -223,16 +223,22 @@ async def test_jobs_spread_and_a_killed_worker_loses_only_its_own_calls(
         for visitor in kept + lost:
             await visitor.leave()
 
-    # The survivor was alive all along: it ends each of its calls itself, once.
-    await all_closed(r, kept, 60, "the survivor to close its calls")
-    for visitor in kept:
-        record = session_record(r, visitor.session_id)
-        assert (record["status"], record["end_reason"]) == ("ended", "user_hangup")
-        assert len(closes(cluster, visitor.session_id)) == 1
-    await every_slot_free(r)
-    closed = counts_since(before, webhook_totals(cluster))
-    assert closed.get(("participant_left", "abandoned")) == len(lost)
-    cluster.workers[victim].start()  # whole again for the next test
+    try:
+        # The survivor was alive all along: it ends each of its calls itself, once. Its
+        # first calls sat silent while LiveKit gave up on the victim (20 s and more), so
+        # the agent may have hung up on the silence before the visitor left: a worker's
+        # own end either way, never the webhooks' `abandoned`.
+        await all_closed(r, kept, 60, "the survivor to close its calls")
+        for visitor in kept:
+            record = session_record(r, visitor.session_id)
+            assert record["status"] == "ended", record
+            assert record["end_reason"] in ("user_hangup", "silence"), record
+            assert len(closes(cluster, visitor.session_id)) == 1
+        await every_slot_free(r)
+        closed = counts_since(before, webhook_totals(cluster))
+        assert closed.get(("participant_left", "abandoned")) == len(lost)
+    finally:
+        cluster.workers[victim].start()  # whole again for the next test, pass or fail
 
 
 def node_ids(cluster: Cluster) -> list[str]:

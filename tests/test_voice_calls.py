@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
+from agent.conversation import GuardTimings
 from agent.ending import EndReason
 from policies import keys
 from tests.fakes.loopback_audit import audit_connections
@@ -284,3 +285,34 @@ async def _sleep_until(wall: float) -> None:
     delay = wall - time.monotonic()
     if delay > 0:
         await asyncio.sleep(delay)
+
+
+async def test_a_caller_gone_during_the_goodbye_ends_the_call_at_once():
+    # The agent hangs up on the silence and starts its goodbye; the visitor leaves while it
+    # is said. Nobody is left to hear it: the call must end and record now, not once the
+    # goodbye (or hangup_grace_s) is over, or the room's departure timeout lets LiveKit's
+    # webhook close a healthy call as abandoned first (seen in tests/test_e2e_cluster.py).
+    timings = GuardTimings(max_duration_warning_s=0, user_away_timeout_s=0.5, hangup_grace_s=30)
+    goodbye = "I can't hear anything any more, so I'll hang up now. Feel free to call again!"
+    async with running_vendor_fakes(chat_script=ChatScript([]), transcripts=[]) as fakes:
+        call = await start_voice_call(fakes, "realty-desk-en", timings=timings)
+        try:
+            started = since = time.monotonic()
+            while call.parts.call.end_reason is None:
+                assert time.monotonic() - started < 30, call.describe()
+                since = time.monotonic()  # before the hang-up: the goodbye comes after
+                await asyncio.sleep(0.05)
+            segment = await call.speaker.wait_for_segment_after(since, 10)
+            await _sleep_until(segment.first_frame_wall + 0.5)
+            left = time.monotonic()
+            call.parts.call.caller_left()  # what the worker does on participant_disconnected
+            await call.ended(timeout=40)
+            # The goodbye had over 5 s left to say (about 6 s in all); closing the session
+            # after a cut takes livekit-agents up to 2 s of its own.
+            ended_after = time.monotonic() - left
+            assert ended_after < 4, (ended_after, call.describe())
+            assert call.parts.call.end_reason == EndReason.SILENCE
+            assert segment.interrupted, call.describe()
+            assert goodbye.split(",")[0] in " ".join(r.text for r in fakes.speech.requests)
+        finally:
+            await call.close()

@@ -6,37 +6,15 @@ and the grants allow one room, joining, subscribing, publishing the microphone a
 
 from __future__ import annotations
 
-import json
 import secrets
-from dataclasses import dataclass
 from datetime import timedelta
 
 from livekit import api
 from livekit.protocol.agent_dispatch import RoomAgentDispatch
 from livekit.protocol.room import RoomConfiguration
 
+from agents_catalog.dispatch import DispatchMetadata
 from policies.model import RoomLimits
-
-
-@dataclass(frozen=True)
-class DispatchInfo:
-    persona: str
-    session_id: str
-    language: str
-    max_duration_s: int
-    issued_at: float
-
-    def metadata(self) -> str:
-        return json.dumps(
-            {
-                "persona": self.persona,
-                "session_id": self.session_id,
-                "language": self.language,
-                "max_duration_s": self.max_duration_s,
-                "issued_at": self.issued_at,
-            },
-            separators=(",", ":"),
-        )
 
 
 def new_session_id() -> str:
@@ -58,7 +36,7 @@ def mint_token(
     api_secret: str,
     agent_name: str,
     room: str,
-    dispatch: DispatchInfo,
+    dispatch: DispatchMetadata,
     ttl_s: int,
     room_limits: RoomLimits,
 ) -> str:
@@ -84,7 +62,7 @@ def mint_token(
         max_participants=room_limits.max_participants,
         empty_timeout=room_limits.empty_timeout_s,
         departure_timeout=room_limits.departure_timeout_s,
-        agents=[RoomAgentDispatch(agent_name=agent_name, metadata=dispatch.metadata())],
+        agents=[RoomAgentDispatch(agent_name=agent_name, metadata=dispatch.to_json())],
     )
     return (
         api.AccessToken(api_key, api_secret)

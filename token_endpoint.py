@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from agents_catalog import Persona
+from agents_catalog.dispatch import DispatchMetadata
 from api_errors import ApiError
-from livekit_token import DispatchInfo, mint_token, new_session_id, room_name
+from livekit_token import mint_token, new_session_id, room_name
 from policies.admission import Refused
 from policies.client_address import request_address
 from policies.give_back import HASH_FIELD, new_release_secret
@@ -257,7 +258,7 @@ class TokenEndpoint(PostEndpoint):
             api_secret=settings.livekit_api_secret,
             agent_name=settings.agent_name,
             room=room,
-            dispatch=DispatchInfo(
+            dispatch=DispatchMetadata(
                 persona=persona.id,
                 session_id=session_id,
                 language=persona.language,

@@ -35,10 +35,10 @@ from agent.vad_blocks import BlockedSileroVAD
 from agents_catalog import Catalog, load_catalog
 from agents_catalog.showcase import Showcase
 from logs import guard_handlers
-from ops.policy import load_ops_policy
 from policies.admission import Admission
 from policies.claim import Claims
 from policies.model import Policies, load_policies
+from policies.ops_rules import load_ops_policy
 from sessions.redis_conn import connect
 from sessions.store import SessionStore
 from settings import Settings, get_settings

@@ -9,7 +9,7 @@ request_rectify, request_restrict, request_erase, request_export. The credential
 an address or an email: a lookup or an erasure records counts, not what was looked up; a
 request is named by its reference or its email's keyed hash, a rectification by the names
 of the fields changed. Entries about a block name the visitor pseudonym that was blocked,
-which is why the retention is bounded by the pseudonym retention (ops/policy.py checks it).
+which is why the retention is bounded by the pseudonym retention (policies/ops_rules.py checks it).
 
 `python -m ops audit` (the retention check) holds these keys to that TTL too.
 """

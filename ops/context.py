@@ -9,9 +9,9 @@ from redis.asyncio import Redis
 
 from agents_catalog import Catalog, load_catalog
 from agents_catalog.showcase import Showcase
-from ops.policy import Costs, OpsPolicy, load_costs, load_ops_policy
 from policies import Policies, load_policies
 from policies.admission import Admission
+from policies.ops_rules import Costs, OpsPolicy, load_costs, load_ops_policy
 from policies.pseudonyms import VisitorHasher
 from sales.policy import RequestRules, load_request_rules
 from sales.store import RequestStore

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ops.context import OpsContext
-from ops.policy import Costs
 from ops.records import CLOSED, SessionView, scan_sessions, text
 from policies import keys
+from policies.ops_rules import Costs
 
 HOUR_S = 3600
 DAY_S = 86_400

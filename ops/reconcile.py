@@ -23,7 +23,7 @@ import logging
 from ops.context import OpsContext
 from ops.records import text
 from policies import keys
-from sessions.redis_conn import redis_clock
+from policies.clock import redis_clock
 
 log = logging.getLogger("ops.reconcile")
 

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 # What "Redis is unavailable or failing" looks like to callers: catch these, never more.
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError)
 
-__all__ = ["REDIS_ERRORS", "RedisError", "connect", "eviction_risk", "redis_clock"]
+__all__ = ["REDIS_ERRORS", "RedisError", "connect", "eviction_risk"]
 
 
 # Connections per process. Commands here take well under a millisecond, so a burst of
@@ -38,14 +38,6 @@ def connect(url: str, timeout_s: float = 0.5) -> Redis:
         health_check_interval=0,
     )
     return Redis.from_pool(pool)
-
-
-async def redis_clock(redis: Redis) -> float:
-    """Redis' clock (TIME), in seconds: the one clock every process and script shares.
-    Admission stamps records and buckets with it, so anything compared with those stamps
-    (the never-joined sweeper, salt periods) must read it too, never the host's clock."""
-    seconds, micros = await redis.time()
-    return float(seconds) + micros / 1_000_000
 
 
 async def eviction_risk(redis: Redis) -> str | None:

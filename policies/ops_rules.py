@@ -1,5 +1,8 @@
 """Ops rules (policies/ops.yaml) and vendor prices (policies/costs.yaml), typed and checked.
 
+Here beside the other policy files, not in ops/: the worker reads the showcase rules too,
+and must not import the ops tooling to do so.
+
 Both files are read from POLICIES_DIR when they are there, else the shipped ones: a
 policies directory made for limits/retention alone keeps the shipped ops rules.
 """
@@ -12,9 +15,14 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policies.admission import Refusal
-from policies.model import DAY_S, PRIVACY_MAX_DAYS, Policies, PolicyError, validate_file
-
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "policies"
+from policies.model import (
+    DAY_S,
+    DEFAULT_DIR,
+    PRIVACY_MAX_DAYS,
+    Policies,
+    PolicyError,
+    validate_file,
+)
 
 
 class _Strict(BaseModel):
@@ -131,7 +139,7 @@ class Costs(_Strict):
 def _file(directory: Path | None, name: str) -> Path:
     if directory is not None and (directory / name).exists():
         return directory / name
-    return SHIPPED_DIR / name
+    return DEFAULT_DIR / name
 
 
 def load_ops_policy(policies: Policies, directory: Path | None = None) -> OpsPolicy:

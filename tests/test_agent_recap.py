@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from livekit import rtc
 from livekit.agents import llm
 
-from agent.conversation import DEFAULT_FILE, ConversationError, load_conversation
 from agent.page_signals import PageSignals, latency_message, reply_latency
 from agent.recap import RECAP_VERSION
 from tests.agent_support import CATALOG, TODAY, Step, Tool, Turn, finished, start_call, tool_outputs
@@ -194,26 +191,6 @@ async def test_a_call_where_nothing_was_done_has_an_empty_recap():
              Turn("bye", (Step(tools=(Tool("end_call"),)),))]  # fmt: skip
     parts, _ = await _run_call("realty-desk-en", turns, ["What are your hours?", "bye"])
     assert parts.recap("silence") == {"v": 1, "lang": "en", "end_reason": "silence", "items": []}
-
-
-def _conversation_file(tmp_path: Path, change: Any) -> Path:
-    raw = yaml.safe_load(DEFAULT_FILE.read_text(encoding="utf-8"))
-    change(raw["recap"])
-    path = tmp_path / "conversation.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-@pytest.mark.parametrize(
-    ("change", "error"),
-    [(lambda r: r["fr"]["kinds"].pop("loft"), "recap.fr: Value error, kinds: no word for loft"),
-     (lambda r: r["en"].update(viewing="Booked {when}"), "viewing: unknown placeholder(s) when"),
-     (lambda r: r.pop("en"), "recap: missing language(s) en")],
-)  # fmt: skip
-def test_recap_wording_is_checked_when_the_file_loads(tmp_path, change, error):
-    with pytest.raises(ConversationError) as raised:
-        load_conversation(_conversation_file(tmp_path, change))
-    assert error in str(raised.value)
 
 
 def test_reply_latency_is_the_frameworks_e2e_latency_of_agent_replies_only():

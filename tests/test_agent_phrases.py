@@ -100,10 +100,20 @@ def _write_both(tmp_path: Path) -> tuple[Path, Path]:
     return tuning, phrases
 
 
-def _change(path: Path, change: Callable[[dict[str, Any]], object]) -> None:
+def _refusal(tmp_path: Path, broken: str, change: Callable[[dict[str, Any]], object]) -> str:
+    """The error for the shipped files with `broken` (one of the two names) changed."""
+    tuning, phrases = _write_both(tmp_path)
+    path = tmp_path / broken
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     change(raw)
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConversationError) as raised:
+        load_conversation(tuning, phrases)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: ")
+    other = phrases if path == tuning else tuning
+    assert other.name not in message
+    return message
 
 
 @pytest.mark.parametrize(
@@ -124,14 +134,7 @@ def _change(path: Path, change: Callable[[dict[str, Any]], object]) -> None:
      (lambda r: r.update(greeting={"en": "Hello"}), "greeting: Extra inputs are not permitted")],
 )  # fmt: skip
 def test_a_broken_phrases_file_is_refused_with_its_name_and_the_field(tmp_path, change, error):
-    tuning, phrases = _write_both(tmp_path)
-    _change(phrases, change)
-    with pytest.raises(ConversationError) as raised:
-        load_conversation(tuning, phrases)
-    message = str(raised.value)
-    assert message.startswith(f"{phrases}: ")
-    assert error in message
-    assert "conversation.yaml" not in message
+    assert error in _refusal(tmp_path, "phrases.yaml", change)
 
 
 def test_a_phrases_file_that_is_not_yaml_or_not_there_is_refused_with_its_name(tmp_path):
@@ -156,11 +159,4 @@ def test_a_phrases_file_that_is_not_yaml_or_not_there_is_refused_with_its_name(t
      (lambda r: r.update(phrases={}), "phrases: Extra inputs are not permitted")],
 )  # fmt: skip
 def test_a_broken_tuning_file_is_refused_with_its_name_and_the_field(tmp_path, change, error):
-    tuning, phrases = _write_both(tmp_path)
-    _change(tuning, change)
-    with pytest.raises(ConversationError) as raised:
-        load_conversation(tuning, phrases)
-    message = str(raised.value)
-    assert message.startswith(f"{tuning}: ")
-    assert error in message
-    assert "phrases.yaml" not in message
+    assert error in _refusal(tmp_path, "conversation.yaml", change)

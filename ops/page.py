@@ -31,9 +31,10 @@ from ops import blocks, commands, queries, sales_requests
 from ops.audit_log import OPS, PAGE, SALES, Actor
 from ops.auth import OpsHttpError, bearer, ops_enabled, read_body
 from ops.charts import bar_chart, gauge
-from ops.records import SessionView, text
+from ops.records import SessionView
 from ops.runtime import OpsRuntime
 from policies import keys
+from policies.replies import text
 from sessions.redis_conn import REDIS_ERRORS
 
 HEADERS = {

@@ -1,8 +1,11 @@
-"""The JSON error shape every endpoint answers with: `{"error": code, "message": text}`."""
+"""The JSON error shape every endpoint (the public API and ops) answers with:
+`{"error": code, "message": text}`, and the bounded body read every POST shares, whose 413
+is one of those errors."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterable
 
 from fastapi.responses import JSONResponse
 
@@ -39,3 +42,19 @@ def error_response(
         status_code=status,
         headers={**NO_STORE, **(headers or {})},
     )
+
+
+async def read_bounded(
+    declared: bytes | None, chunks: AsyncIterable[bytes], max_bytes: int, too_big: ApiError
+) -> bytes:
+    """The whole body, refused (`too_big`) as soon as it is known to exceed max_bytes: by its
+    declared length before anything is read, or while it streams in. A body is read before
+    any check of what it holds, so nothing bounds memory but this."""
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        raise too_big
+    body = b""
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_big
+    return body

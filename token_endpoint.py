@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from agents_catalog import Persona
 from agents_catalog.dispatch import DispatchMetadata
-from api_errors import ApiError
+from api_errors import ApiError, read_bounded
 from livekit_token import mint_token, new_session_id, room_name
 from policies.admission import Refused
 from policies.client_address import request_address
@@ -109,22 +109,24 @@ def parse_json_body(headers: dict[bytes, bytes], body: bytes) -> Any:
     return parsed
 
 
-async def read_body(headers: dict[bytes, bytes], receive: Receive, max_bytes: int) -> bytes:
-    """The whole body, refusing early (declared length) or as soon as it grows too big."""
-    too_big = ApiError(413, "body_too_large", f"The request body is limited to {max_bytes} bytes.")
-    declared = headers.get(b"content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
-        raise too_big
-    body = b""
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ApiError(400, "client_disconnected", "The client went away.")
-        body += bytes(message.get("body", b""))
-        if len(body) > max_bytes:
-            raise too_big
+        yield bytes(message.get("body", b""))
         if not message.get("more_body"):
-            return body
+            return
+
+
+async def read_body(headers: dict[bytes, bytes], receive: Receive, max_bytes: int) -> bytes:
+    """The whole body, refusing early (declared length) or as soon as it grows too big."""
+    return await read_bounded(
+        headers.get(b"content-length"),
+        _chunks(receive),
+        max_bytes,
+        ApiError(413, "body_too_large", f"The request body is limited to {max_bytes} bytes."),
+    )
 
 
 def requested_persona(body: Any) -> str:

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from agents_catalog.loader import Catalog
 from agents_catalog.models import Persona
 from policies import keys
+from policies.replies import text
 from sessions.redis_conn import REDIS_ERRORS
 
 log = logging.getLogger("showcase")
@@ -67,10 +68,6 @@ class ShowcaseRow:
         }
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def apply(base: Catalog, overrides: dict[str, Override]) -> Catalog:
     personas: dict[str, Persona] = {}
     for persona in base:
@@ -105,11 +102,11 @@ class Showcase:
         raw = await self._redis.hgetall(keys.showcase())
         overrides: dict[str, Override] = {}
         for field, value in raw.items():
-            persona_id = _text(field)
+            persona_id = text(field)
             if self.base.get(persona_id) is None:
                 continue  # a persona removed from the files since: nothing to override
             try:
-                overrides[persona_id] = Override.model_validate_json(_text(value))
+                overrides[persona_id] = Override.model_validate_json(text(value))
             except ValidationError:
                 # Written by hand or by an older version: ignore it rather than break the
                 # catalogue; `ops showcase list` shows the file defaults for it.

@@ -16,27 +16,26 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from api_errors import NO_STORE, ApiError
 from ops import commands, sales_requests
 from ops.audit_log import API, OPS, SALES, Actor
-from ops.auth import OpsHttpError, read_body
+from ops.auth import read_body
 from ops.privacy import SecretMismatch
 from ops.runtime import OpsRuntime
 from ops.signin import authenticate, authenticate_any
 from sessions.redis_conn import REDIS_ERRORS
 
-NO_STORE = {"Cache-Control": "no-store"}
-
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        raise OpsHttpError(415, "unsupported_media_type", "Send a JSON body (application/json).")
+        raise ApiError(415, "unsupported_media_type", "Send a JSON body (application/json).")
     body = await read_body(request, max_bytes)
     try:
         data = json.loads(body or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OpsHttpError(422, "invalid_json", "The body is not valid JSON.") from exc
+        raise ApiError(422, "invalid_json", "The body is not valid JSON.") from exc
     if not isinstance(data, dict):
-        raise OpsHttpError(422, "invalid_request", "The body must be a JSON object.")
+        raise ApiError(422, "invalid_request", "The body must be a JSON object.")
     return data
 
 
@@ -46,7 +45,7 @@ def _field(body: dict[str, Any], name: str, kind: type, required: bool = True) -
         return None
     # bool is an int in Python: refuse true/false where a number is meant.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise OpsHttpError(422, "invalid_request", f"{name} must be a {kind.__name__}.")
+        raise ApiError(422, "invalid_request", f"{name} must be a {kind.__name__}.")
     return value
 
 
@@ -54,7 +53,7 @@ def _integer(value: str, name: str) -> int:
     # Query parameters are parsed here, not by the framework, so a bad one gets the same
     # {"error", "message"} answer as every other ops error.
     if not value.isdigit() or len(value) > 6:
-        raise OpsHttpError(422, "invalid_request", f"{name} must be a whole number.")
+        raise ApiError(422, "invalid_request", f"{name} must be a whole number.")
     return int(value)
 
 
@@ -81,11 +80,11 @@ class Runner:
         except commands.INPUT_ERRORS as exc:
             for kind, code_status, code in REFUSALS:
                 if isinstance(exc, kind):
-                    raise OpsHttpError(code_status, code, str(exc)) from exc
-            raise OpsHttpError(422, "invalid_request", str(exc)) from exc
+                    raise ApiError(code_status, code, str(exc)) from exc
+            raise ApiError(422, "invalid_request", str(exc)) from exc
         except REDIS_ERRORS as exc:
             self.runtime.on_redis_error("ops")
-            raise OpsHttpError(
+            raise ApiError(
                 503, "unavailable", "Redis is unreachable; nothing was changed.",
                 {"Retry-After": "5"},
             ) from exc  # fmt: skip
@@ -180,7 +179,7 @@ def build_api(runtime: OpsRuntime) -> APIRouter:
         body = await read_json(request, max_body)
         unknown = set(body) - {"enabled", "featured", "order"}
         if unknown:
-            raise OpsHttpError(
+            raise ApiError(
                 422, "invalid_request", f"unknown field(s): {', '.join(sorted(unknown))}"
             )
         enabled = _field(body, "enabled", bool, required=False)
@@ -206,9 +205,7 @@ def build_api(runtime: OpsRuntime) -> APIRouter:
 def _only(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = set(body) - allowed
     if unknown:
-        raise OpsHttpError(
-            422, "invalid_request", f"unknown field(s): {', '.join(sorted(unknown))}"
-        )
+        raise ApiError(422, "invalid_request", f"unknown field(s): {', '.join(sorted(unknown))}")
 
 
 def build_requests_api(runtime: OpsRuntime) -> APIRouter:

@@ -12,30 +12,19 @@ import hmac
 
 from fastapi import HTTPException, Request
 
-
-class OpsHttpError(Exception):
-    """An ops request refused or failed: rendered as JSON {"error", "message"}."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
+from api_errors import ApiError, read_bounded
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused as soon as it is known to exceed max_bytes (declared length or
-    while streaming): the webhook and the sign-in form read bodies before any check."""
+    """The body, refused (413) as soon as it is known to exceed max_bytes: the webhook and
+    the sign-in form read bodies before any check."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
-        raise OpsHttpError(413, "body_too_large", f"The body is limited to {max_bytes} bytes.")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise OpsHttpError(413, "body_too_large", f"The body is limited to {max_bytes} bytes.")
-    return body
+    return await read_bounded(
+        None if declared is None else declared.encode("latin-1"),
+        request.stream(),
+        max_bytes,
+        ApiError(413, "body_too_large", f"The body is limited to {max_bytes} bytes."),
+    )
 
 
 def token_matches(given: str, expected: str) -> bool:
@@ -54,8 +43,8 @@ def ops_enabled(expected: str) -> None:
         raise HTTPException(status_code=404)
 
 
-def unauthorized(variable: str, realm: str) -> OpsHttpError:
-    return OpsHttpError(
+def unauthorized(variable: str, realm: str) -> ApiError:
+    return ApiError(
         401,
         "unauthorized",
         f"Send the {realm} token as `Authorization: Bearer <{variable}>`.",

@@ -1,14 +1,13 @@
-"""Wire ops into the token server: routers, the latency middleware, the error renderer."""
+"""Wire ops into the token server: routers and the latency middleware. Ops refuses with
+`api_errors.ApiError`, rendered by the token server's one handler like the public API's."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from agents_catalog import Catalog
 from ops.api import build_api, build_metrics_route, build_requests_api
-from ops.auth import OpsHttpError
 from ops.blocks import AutoDefence
 from ops.context import build_context
 from ops.metrics import LatencyMiddleware, Metrics
@@ -51,14 +50,6 @@ def install_ops(
         signin=SigninGuard(ctx, lambda op: metrics.redis_errors.labels(op).inc()),
     )
     ctx.showcase.on_error = lambda: runtime.on_redis_error("showcase")
-
-    @app.exception_handler(OpsHttpError)
-    async def _ops_error(_: Request, exc: OpsHttpError) -> JSONResponse:
-        return JSONResponse(
-            {"error": exc.code, "message": exc.message},
-            status_code=exc.status,
-            headers={"Cache-Control": "no-store", **exc.headers},
-        )
 
     app.include_router(build_requests_api(runtime))
     app.include_router(build_api(runtime))

@@ -27,17 +27,19 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from api_errors import NO_STORE, ApiError
 from ops import blocks, commands, queries, sales_requests
 from ops.audit_log import OPS, PAGE, SALES, Actor
-from ops.auth import OpsHttpError, bearer, ops_enabled, read_body
+from ops.auth import bearer, ops_enabled, read_body
 from ops.charts import bar_chart, gauge
-from ops.records import SessionView, text
+from ops.records import SessionView
 from ops.runtime import OpsRuntime
 from policies import keys
+from policies.replies import text
 from sessions.redis_conn import REDIS_ERRORS
 
 HEADERS = {
-    "Cache-Control": "no-store",
+    **NO_STORE,
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -354,7 +356,7 @@ def build_page(runtime: OpsRuntime) -> APIRouter:
         why not."""
         try:
             credential = await runtime.signin.which(request, token, configured, "page")
-        except OpsHttpError as exc:  # too many failed sign-ins
+        except ApiError as exc:  # too many failed sign-ins
             minutes = -(-int(exc.headers.get("Retry-After", "60")) // 60)
             return respond(
                 login_page(f"Too many failed sign-ins. Try again in {minutes} minute(s)."),
@@ -379,7 +381,7 @@ def build_page(runtime: OpsRuntime) -> APIRouter:
         ops_enabled(" ".join(configured.values()))
         try:
             body = await read_body(request, MAX_FORM_BYTES)
-        except OpsHttpError:
+        except ApiError:
             return respond(login_page("Request too large."), 413)
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         token = form.get("token", "")

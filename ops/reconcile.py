@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 
 from ops.context import OpsContext
-from ops.records import text
 from policies import keys
 from policies.clock import redis_clock
+from policies.replies import text
 
 log = logging.getLogger("ops.reconcile")
 

@@ -15,13 +15,10 @@ from redis.asyncio import Redis
 
 from policies import keys
 from policies.model import Policies
+from policies.replies import text
 
 BATCH = 200
 CLOSED = ("ended", "abandoned", "never_joined", "given_back")
-
-
-def text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _float(fields: dict[str, str], name: str) -> float | None:

@@ -19,9 +19,10 @@ from collections.abc import Callable, Mapping
 
 from fastapi import Request
 
+from api_errors import ApiError
 from ops import audit_log
 from ops.audit_log import Actor
-from ops.auth import OpsHttpError, bearer, ops_enabled, token_matches, unauthorized
+from ops.auth import bearer, ops_enabled, token_matches, unauthorized
 from ops.context import OpsContext
 from policies import keys
 from policies.client_address import client_address
@@ -81,7 +82,7 @@ class SigninGuard:
         return UNKNOWN
 
     async def check(self, request: Request, given: str, expected: str, via: str) -> bool:
-        """True if `given` is the expected token; 429 (OpsHttpError) when the client or
+        """True if `given` is the expected token; 429 (ApiError) when the client or
         everyone has failed too often in this window."""
         return await self.which(request, given, {"expected": expected}, via) is not None
 
@@ -89,7 +90,7 @@ class SigninGuard:
         self, request: Request, given: str, accepted: Mapping[str, str], via: str
     ) -> str | None:
         """The name of the accepted credential `given` is (each compared, in constant
-        time), or None; 429 (OpsHttpError) as `check`."""
+        time), or None; 429 (ApiError) as `check`."""
         now = time.time()
         window = int(now // self._rules.window_s)
         reserved = False
@@ -100,7 +101,7 @@ class SigninGuard:
             reserved = int(await self._reserve(keys=names, args=args)) == 1
             if not reserved:
                 retry = max(1, int((window + 1) * self._rules.window_s - now))
-                raise OpsHttpError(
+                raise ApiError(
                     429,
                     "too_many_attempts",
                     "Too many failed sign-ins; try again later.",

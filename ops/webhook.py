@@ -25,8 +25,9 @@ from livekit.api import TokenVerifier, WebhookReceiver
 from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
 
+from api_errors import ApiError
 from livekit_token import room_name
-from ops.auth import OpsHttpError, read_body
+from ops.auth import read_body
 from ops.reconcile import abandon
 from ops.runtime import OpsRuntime
 from sessions.redis_conn import REDIS_ERRORS
@@ -65,17 +66,17 @@ def build_webhook(runtime: OpsRuntime) -> APIRouter:
             event = receiver.receive(body.decode("utf-8"), token)
         except (ParseError, UnicodeDecodeError) as exc:
             runtime.metrics.webhook("other", "bad_body")
-            raise OpsHttpError(400, "invalid_event", "The event is not valid JSON.") from exc
+            raise ApiError(400, "invalid_event", "The event is not valid JSON.") from exc
         except Exception as exc:  # the receiver raises bare Exception
             runtime.metrics.webhook("other", "bad_signature")
             log.warning("webhook refused", extra={"error": type(exc).__name__})
-            raise OpsHttpError(401, "invalid_signature", "Webhook signature not valid.") from exc
+            raise ApiError(401, "invalid_signature", "Webhook signature not valid.") from exc
         try:
             outcome = await handle(runtime, event)
         except REDIS_ERRORS as exc:
             runtime.on_redis_error("webhook")
             runtime.metrics.webhook(event.event, "retry")
-            raise OpsHttpError(
+            raise ApiError(
                 503, "unavailable", "Redis unreachable; deliver again.", {"Retry-After": "5"}
             ) from exc
         runtime.metrics.webhook(event.event, outcome)

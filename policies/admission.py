@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 from policies import keys
 from policies.model import Policies
 from policies.pseudonyms import NetworkId, VisitorId
+from policies.replies import text
 
 _HERE = Path(__file__).resolve().parent
 
@@ -77,10 +78,6 @@ class Released:
     detail: str
     # When already released: the reason given by whoever released it first.
     previous_reason: str | None = None
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class ScriptRunner(Protocol):
@@ -184,8 +181,8 @@ class Admission:
         else:
             result = await self._admit(keys=script_keys, args=script_args)
         if int(result[0]) == 1:
-            return Admitted(float(_text(result[1])), float(_text(result[2])))
-        return Refused(Refusal(_text(result[1])), int(_text(result[2])), int(_text(result[3])))
+            return Admitted(float(text(result[1])), float(text(result[2])))
+        return Refused(Refusal(text(result[1])), int(text(result[2])), int(text(result[3])))
 
     async def release(
         self,
@@ -212,7 +209,7 @@ class Admission:
             ],
         )
         if int(result[0]) == 1:
-            return Released(True, int(_text(result[1])), "released")
-        detail = _text(result[1])
-        previous = _text(result[2]) if detail == "already_released" else None
+            return Released(True, int(text(result[1])), "released")
+        detail = text(result[1])
+        previous = text(result[2]) if detail == "already_released" else None
         return Released(False, 0, detail, previous_reason=previous)

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from policies import keys
 from policies.model import Policies
+from policies.replies import text
 
 _HERE = Path(__file__).resolve().parent
 
@@ -56,10 +57,6 @@ class Claim:
         return f"session {self.answer.value}"
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Claims:
     def __init__(self, redis: Redis, policies: Policies) -> None:
         self._policies = policies
@@ -79,5 +76,5 @@ class Claims:
                 self._policies.limits.session.lease_margin_s,
             ],
         )
-        answer, status, reason = (_text(part) for part in result)
+        answer, status, reason = (text(part) for part in result)
         return Claim(ClaimAnswer(answer), status, reason)

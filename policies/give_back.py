@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from policies import keys
 from policies.admission import Admission
+from policies.replies import text
 
 GIVEN_BACK = "given_back"  # the record's status and release reason once given back
 SECRET_BYTES = 24  # 192 random bits, url-safe text of 32 characters
@@ -62,7 +63,7 @@ class GiveBack:
 
     async def give_back(self, session_id: str, secret: str) -> GiveBackResult:
         stored, status, released = (
-            None if v is None else (v.decode() if isinstance(v, bytes) else str(v))
+            None if v is None else text(v)
             for v in await self._redis.hmget(
                 keys.session(session_id), [HASH_FIELD, "status", "released_at"]
             )

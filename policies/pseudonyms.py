@@ -35,6 +35,7 @@ from policies import keys
 from policies.client_address import IPAddress, carried_ipv4
 from policies.clock import redis_clock
 from policies.model import NetworkAggregates, NetworkLimits, Retention
+from policies.replies import text
 
 # How often a process re-asserts its cached salt in Redis: if Redis lost its data, every
 # process converges on one salt again within this delay (first writer wins).
@@ -305,7 +306,7 @@ class VisitorHasher:
         the data that may still be tied to it."""
         salts = []
         async for key in self._redis.scan_iter(match=keys.salt(0)[:-1] + "*", count=100):
-            raw_key = key.decode() if isinstance(key, bytes) else key
+            raw_key = text(key)
             value = await self._redis.get(raw_key)
             if value is not None:
                 salts.append(Salt(int(raw_key.rsplit(":", 1)[1]), _as_bytes(value)))

@@ -21,6 +21,7 @@ from api_errors import ApiError
 from policies import keys
 from policies.client_address import request_address
 from policies.pseudonyms import VisitorId
+from policies.replies import text
 from sales.form import (
     FormInvalid,
     NotAnObject,
@@ -139,8 +140,8 @@ class RequestEndpoint(PostEndpoint):
             keys.session(form.session_id), ["visitor", "persona"]
         )
         mine = {visitor, visitor.previous} - {None}
-        owner_text = owner.decode() if isinstance(owner, bytes) else owner
+        owner_text = None if owner is None else text(owner)
         if owner_text is None or owner_text not in mine:
             return dataclasses.replace(form, session_id=None)
-        persona_text = persona.decode() if isinstance(persona, bytes) else persona
+        persona_text = None if persona is None else text(persona)
         return dataclasses.replace(form, persona=persona_text or form.persona)

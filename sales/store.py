@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from policies import keys
 from policies.model import DAY_S, Retention
+from policies.replies import text
 from sales.form import SalesForm
 from sales.identity import email_hash, new_reference, normalise_email
 from sales.policy import RequestRules
@@ -195,10 +196,6 @@ return 1
 )
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 @dataclass(frozen=True)
 class Accepted:
     reference: str
@@ -276,15 +273,15 @@ class RequestStore:
             )  # fmt: skip
             code = int(result[0])
             if code == 1:
-                return Accepted(reference, float(_text(result[1])))
+                return Accepted(reference, float(text(result[1])))
             if code == 0:
-                reason = _text(result[1])
+                reason = text(result[1])
                 limit = (
                     limits.per_visitor_per_day
                     if reason == "visitor_daily"
                     else limits.global_per_day
                 )
-                return Limited(reason, int(_text(result[2])), limit)
+                return Limited(reason, int(text(result[2])), limit)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -300,7 +297,7 @@ class RequestStore:
         found = []
         for raw, ttl in zip(replies[::2], replies[1::2], strict=True):
             if raw:
-                fields = {_text(k): _text(v) for k, v in raw.items()}
+                fields = {text(k): text(v) for k, v in raw.items()}
                 found.append(StoredRequest(fields, int(ttl)))
         return found
 
@@ -312,7 +309,7 @@ class RequestStore:
         """Every request record, in no particular order."""
         batch: list[str] = []
         async for key in self._redis.scan_iter(match=keys.pattern(keys.REQUEST), count=500):
-            batch.append(_text(key).rsplit(":", 1)[1])
+            batch.append(text(key).rsplit(":", 1)[1])
             if len(batch) >= BATCH:
                 for stored in await self.get_many(batch):
                     yield stored
@@ -326,7 +323,7 @@ class RequestStore:
         after VISITOR_HASH_SECRET changed, is still found)."""
         target = normalise_email(email)
         members = await self._redis.smembers(keys.requests_by_email(self.email_hash(email)))
-        found = {s.reference: s for s in await self.get_many(sorted(_text(m) for m in members))}
+        found = {s.reference: s for s in await self.get_many(sorted(text(m) for m in members))}
         async for stored in self.scan():
             if normalise_email(stored.fields.get("email", "")) == target:
                 found[stored.reference] = stored
@@ -377,7 +374,7 @@ class RequestStore:
                 )
             )
         indexes = [
-            _text(k)
+            text(k)
             async for k in self._redis.scan_iter(
                 match=keys.pattern(keys.REQUESTS_BY_EMAIL), count=500
             )
@@ -396,7 +393,7 @@ class RequestStore:
         reply = await self._claim(
             keys=[keys.requests_pending()], args=[keys.PREFIX, lease_s, limit]
         )
-        return [(_text(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
+        return [(text(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
 
     async def mark_sent(self, reference: str, message_id: str, partial: str = "") -> None:
         await self._sent(

@@ -13,6 +13,7 @@ from enum import IntEnum
 from redis.asyncio import Redis
 
 from policies import keys
+from policies.replies import text
 
 # HSET only if the record still exists; HSET keeps the key's TTL.
 _UPDATE_IF_EXISTS = """
@@ -37,10 +38,6 @@ class Update(IntEnum):
     CLOSED = 2
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class SessionStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
@@ -51,7 +48,7 @@ class SessionStore:
         raw = await self._redis.hgetall(keys.session(session_id))
         if not raw:
             return None
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {text(k): text(v) for k, v in raw.items()}
 
     async def update(self, session_id: str, fields: dict[str, str]) -> bool:
         """Set fields on an existing record; False if the record is gone."""

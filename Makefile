@@ -22,11 +22,11 @@ test: lint
 	scripts/offline $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Each prints its figures (ratios against a baseline measured in the same run).
-BENCHES := bench/token_server.py bench/worker.py bench/voice_latency.py bench/concurrency.py \
-	bench/call_latency.py bench/load.py
+# Run as modules from the repo root (bench/<name>.py is bench.<name>).
+BENCHES := token_throughput worker_footprint voice_latency concurrency call_latency load
 
 bench: bootstrap
-	@for b in $(BENCHES); do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in $(BENCHES); do echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
 
 # npm ci only when the lockfile changed since the last install (a stamp in node_modules):
 # a re-run needs no registry, and the build itself is quick.

@@ -2,7 +2,7 @@
 
 A plain ASGI app rather than a FastAPI route: this is the public hot path that floods hit
 first, and the framework's per-request machinery cost more than the admission itself
-(bench/token_server.py). The contract is DESIGN's: our form `{"agent": id}` or LiveKit's
+(bench/token_throughput.py). The contract is DESIGN's: our form `{"agent": id}` or LiveKit's
 token-endpoint form; 201 with `server_url`, `participant_token`...; JSON errors.
 """
 

@@ -25,7 +25,7 @@ fake's first byte -> first audio at the caller (the way out).
 Runs only where nothing but 127.0.0.0/8 exists: outside scripts/offline it re-executes
 itself through it.
 
-    .venv/bin/python bench/call_latency.py [--turns 16] [--rounds 4] [--clicks 16]
+    .venv/bin/python -m bench.call_latency [--turns 16] [--rounds 4] [--clicks 16]
         [--caller-frame-ms 10] [--caller-queue-ms 0]
 """
 
@@ -48,11 +48,8 @@ import httpx
 import numpy as np
 from livekit import api, rtc
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from agent.conversation import TurnSettings, default_conversation  # noqa: E402
-from bench.voice_latency import (  # noqa: E402
+from agent.conversation import TurnSettings, default_conversation
+from bench.voice_latency import (
     CALLER_LINES,
     PERSONA,
     REPLY,
@@ -66,18 +63,20 @@ from bench.voice_latency import (  # noqa: E402
     run_turns,
     stage_times,
 )
-from tests.fakes.audio_io import SAMPLE_RATE, VOICED, CallerMicrophone, Spoken  # noqa: E402
-from tests.fakes.server import RemoteFakes  # noqa: E402
-from tests.fakes.speech_audio import speech  # noqa: E402
-from tests.livekit_stack import (  # noqa: E402
+from tests.fakes.audio_io import SAMPLE_RATE, VOICED, CallerMicrophone, Spoken
+from tests.fakes.server import RemoteFakes
+from tests.fakes.speech_audio import speech
+from tests.livekit_stack import (
     API_KEY,
     API_SECRET,
     require_offline,
     running_stack,
 )
-from tests.support import RedisServer, write_policies  # noqa: E402
-from tests.token_support import roomy_caps  # noqa: E402
-from tests.voice_harness import shared_vad  # noqa: E402
+from tests.support import RedisServer, write_policies
+from tests.token_support import roomy_caps
+from tests.voice_harness import shared_vad
+
+ROOT = Path(__file__).resolve().parents[1]  # the repo root: where `-m bench.<name>` runs
 
 TARGET_OVERHEAD_P95_S = 0.100
 # The caller's microphone rate: what a browser captures and Opus codes natively.
@@ -97,17 +96,20 @@ CLICK_LINE = "Yes."
 
 
 def ensure_offline() -> None:
-    """Run inside scripts/offline: re-execute this script through it when not isolated."""
+    """Run inside scripts/offline: re-execute this bench through it when not isolated."""
     try:
         require_offline()
     except RuntimeError:
         if os.environ.get("OCF_OFFLINE"):
             raise  # already inside and still not isolated: never loop
+        # the bench being run (this one, or a bench importing this function), by module name
+        main = sys.modules["__main__"].__spec__
+        if main is None:
+            raise RuntimeError("run the benchmarks as modules: python -m bench.<name>") from None
         offline = str(ROOT / "scripts" / "offline")
         sys.stdout.flush()
-        # the script being run (this one, or a bench importing this function)
-        script = str(Path(sys.argv[0]).resolve())
-        os.execv(offline, [offline, sys.executable, script, *sys.argv[1:]])
+        os.chdir(ROOT)  # where `-m bench.<name>` resolves
+        os.execv(offline, [offline, sys.executable, "-m", main.name, *sys.argv[1:]])
 
 
 # -- what the caller hears --------------------------------------------------------------

@@ -14,7 +14,7 @@ block alternatives side by side; then N = 1, 2, 4, ... simultaneous talking call
 saying a few lines with random pauses, until the p95 overhead (measured latency minus the
 ideal of bench/voice_latency.py) reaches twice the single-call figure, or --max-calls.
 
-    .venv/bin/python bench/concurrency.py [--turns 5] [--sizes 2,4,8,...] [--max-calls 48]
+    .venv/bin/python -m bench.concurrency [--turns 5] [--sizes 2,4,8,...] [--max-calls 48]
         [--listen-seconds 15] [--listen-rounds 2]
 """
 
@@ -32,10 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.voice_latency import (  # noqa: E402
+from bench.voice_latency import (
     CALLER_LINES,
     CONFIGS,
     PERSONA,
@@ -45,6 +42,8 @@ from bench.voice_latency import (  # noqa: E402
     percentile,
     timed_turn,
 )
+
+ROOT = Path(__file__).resolve().parents[1]  # the repo root: children run `-m bench.<name>` there
 
 # Settings whose listening cost is compared (changes to conversation.yaml's `turns`):
 # the input framing and the VAD's blocks are what a silent line spends its CPU on.
@@ -174,7 +173,7 @@ async def spawn(
     port: int, mode: str, turns: int, listen_s: float, seed: int, config: str = "default"
 ) -> Child:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--child", "--port", str(port), "--mode", mode,
+        sys.executable, "-m", "bench.concurrency", "--child", "--port", str(port), "--mode", mode,
         "--turns", str(turns), "--listen-seconds", str(listen_s), "--seed", str(seed),
         "--config", config,
         cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,

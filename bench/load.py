@@ -35,7 +35,7 @@ once, no level starts past `--budget` seconds, and every wait has a timeout. Run
 where nothing but 127.0.0.0/8 exists: outside scripts/offline it re-executes itself
 through it.
 
-    .venv/bin/python bench/load.py [--levels 1,2,4,6,8,10,12] [--window 30]
+    .venv/bin/python -m bench.load [--levels 1,2,4,6,8,10,12] [--window 30]
         [--baseline-window 100] [--callers-per-process 3] [--no-pin] [--budget 540]
 """
 
@@ -60,19 +60,16 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.call_latency import (  # noqa: E402
+from bench.call_latency import (
     QUIET_S,
     AgentEar,
     CallerSettings,
     SdkParticipant,
     ensure_offline,
 )
-from bench.concurrency import cpu_seconds, pss_mb  # noqa: E402
-from bench.redis_count import Count, Monitor, Owners, count  # noqa: E402
-from bench.voice_latency import (  # noqa: E402
+from bench.concurrency import cpu_seconds, pss_mb
+from bench.redis_count import Count, Monitor, Owners, count
+from bench.voice_latency import (
     CALLER_LINES,
     PERSONA,
     Delays,
@@ -81,7 +78,9 @@ from bench.voice_latency import (  # noqa: E402
     ms,
     percentile,
 )
-from tests.fakes.audio_io import Spoken  # noqa: E402
+from tests.fakes.audio_io import Spoken
+
+ROOT = Path(__file__).resolve().parents[1]  # the repo root: children run `-m bench.<name>` there
 
 # bench/voice_latency.py's default vendor delays (and bench/call_latency.py's).
 DELAYS = Delays(stt_final_s=0.15, llm_first_token_s=0.4, llm_tokens_per_s=60,
@@ -370,7 +369,7 @@ async def run_level(
     started = time.monotonic()
     for number, first in enumerate(range(0, size, per)):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--child", "--base-url", base_url,
+            sys.executable, "-m", "bench.load", "--child", "--base-url", base_url,
             "--first", str(first), "--count", str(min(per, size - first)),
             "--address", str(address_base + first),
             # arrivals interleaved across processes: ARRIVALS_PER_S over the whole level

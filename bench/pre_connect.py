@@ -7,7 +7,7 @@ nothing before the agent joined, the usual case) and without one (the baseline, 
 the same run). Measured at the visitor: the agent becoming active in the room -> the first
 audio of its greeting. Prints the medians and their ratio.
 
-    scripts/offline .venv/bin/python bench/pre_connect.py [--calls 5]
+    scripts/offline .venv/bin/python -m bench.pre_connect [--calls 5]
 """
 
 from __future__ import annotations
@@ -15,19 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.livekit_caller import SAMPLE_RATE, request_token  # noqa: E402
-from tests.livekit_stack import running_stack  # noqa: E402
-from tests.page_visitor import PageVisitor  # noqa: E402
-from tests.support import RedisServer, write_policies  # noqa: E402
+from tests.livekit_caller import SAMPLE_RATE, request_token
+from tests.livekit_stack import running_stack
+from tests.page_visitor import PageVisitor
+from tests.support import RedisServer, write_policies
 
 PERSONA = "realty-desk-en"
 SILENCE = np.zeros(SAMPLE_RATE, dtype=np.int16)

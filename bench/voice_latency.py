@@ -18,7 +18,7 @@ generation) or at the turn's close; its first sentence is streamed; then TTS's f
 Several turn settings are compared side by side in one run, interleaved in rounds so a
 noisy machine hits them all alike.
 
-    .venv/bin/python bench/voice_latency.py [--turns 10] [--rounds 2] [--configs default,...]
+    .venv/bin/python -m bench.voice_latency [--turns 10] [--rounds 2] [--configs default,...]
 """
 
 from __future__ import annotations
@@ -27,21 +27,16 @@ import argparse
 import asyncio
 import logging
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from agent.conversation import TurnSettings, default_conversation  # noqa: E402
-from tests.fakes.audio_io import Spoken  # noqa: E402
-from tests.fakes.openai_chat import token_pieces  # noqa: E402
-from tests.fakes.server import RemoteFakes, spawn_vendor_fakes  # noqa: E402
-from tests.voice_harness import VoiceCall, shared_vad, start_voice_call  # noqa: E402
+from agent.conversation import TurnSettings, default_conversation
+from tests.fakes.audio_io import Spoken
+from tests.fakes.openai_chat import token_pieces
+from tests.fakes.server import RemoteFakes, spawn_vendor_fakes
+from tests.voice_harness import VoiceCall, shared_vad, start_voice_call
 
 PERSONA = "realty-desk-en"
 CALLER_LINES = [

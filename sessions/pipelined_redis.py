@@ -2,7 +2,7 @@
 
 Admission is one EVALSHA per request. Through redis-py's asyncio client that call cost more
 CPU than the whole rest of the admission (connection-pool checkout, retry wrapper, command
-packing: see bench/token_server.py), and the public endpoint must stay cheap under floods.
+packing: see bench/token_throughput.py), and the public endpoint must stay cheap under floods.
 This client keeps one connection, writes each command as soon as it is made and matches
 replies to requests in order (Redis answers in order on a connection), so concurrent
 requests pipeline naturally. It speaks only what admission needs (EVALSHA with an EVAL

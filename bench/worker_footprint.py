@@ -9,7 +9,7 @@ framework). Baselines measured in the same run: a bare process with livekit-agen
 the plugins imported, and `session.say()` of the same greeting on a session already
 running.
 
-    .venv/bin/python bench/worker.py [--rounds 7] [--live-seconds 5]
+    .venv/bin/python -m bench.worker_footprint [--rounds 7] [--live-seconds 5]
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # the repo root: children run `-m bench.<name>` there
 
 TARGET_IDLE_MB = 150.0
 TARGET_FIRST_FRAME_MS = 150.0
@@ -220,8 +219,9 @@ async def pool_idle_process() -> dict[str, Any]:
 
 
 def run_child(*args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                         cwd=ROOT, check=False, timeout=300)  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "bench.worker_footprint", *args],
+                         capture_output=True, text=True, cwd=ROOT, check=False,
+                         timeout=300)  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(f"bench child {args} failed:\n{out.stderr[-3000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))

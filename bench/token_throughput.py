@@ -7,7 +7,7 @@ round is reported, so the ratios compare runs made side by side on the same nois
 Redis round trips per request are counted exactly with MONITOR (commands a client sent,
 not the ones a script ran inside Redis).
 
-    .venv/bin/python bench/token_server.py [--seconds 8] [--rounds 3] [--connections 32]
+    .venv/bin/python -m bench.token_throughput [--seconds 8] [--rounds 3] [--connections 32]
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ from pathlib import Path
 import httpx
 import redis
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.support import RedisServer, free_port, wait_until, write_policies
 
-from tests.support import RedisServer, free_port, wait_until, write_policies  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the repo root: `-m bench.token_app` runs there
 
 BODY = '{"agent":"agence-immo-fr"}'
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"

@@ -58,6 +58,8 @@ class TurnSettings(_Strict):
     pre_connect_audio_timeout_s: Annotated[float, Field(gt=0, le=10)]
 
 
+# "Placeholder" here is a str.format slot in a phrase (`{reference}`), which the worker fills
+# when it speaks or sends the recap: not a stub. These checks keep sales' rewording honest.
 def placeholders(text: str) -> set[str]:
     return {field for _, field, _, _ in Formatter().parse(text) if field is not None}
 

@@ -17,6 +17,7 @@ from ops.metrics import Metrics
 from ops.reconcile import expire_unjoined
 from ops.signin import SigninGuard
 from policies.admission import Refused
+from sessions.background import running_task
 from sessions.redis_conn import REDIS_ERRORS
 
 log = logging.getLogger("ops")
@@ -96,10 +97,5 @@ class OpsRuntime:
         the app's lifetime (every process may run it: a release happens once whoever calls
         it)."""
         await self.assert_fingerprint()
-        task = asyncio.create_task(self._sweep_forever(), name="ops-sweeper")
-        try:
+        async with running_task(self._sweep_forever(), "ops-sweeper"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from sales.mail import DeliveryFailed, SmtpConfig, compose, deliver, message_id
 from sales.policy import NotifyRules
 from sales.store import RequestStore
+from sessions.background import running_task
 from sessions.redis_conn import REDIS_ERRORS
 
 log = logging.getLogger("sales.notify")
@@ -117,10 +118,5 @@ class Notifier:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """The sender, for the app's lifetime; it starts with whatever was left due."""
-        task = asyncio.create_task(self._run(), name="sales-notifier")
-        try:
+        async with running_task(self._run(), "sales-notifier"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

@@ -1,6 +1,6 @@
 """The token server: persona catalogue, rate-limited LiveKit tokens, health.
 
-`python token_server.py` serves it on HOST:PORT with the HTTP limits of http_limits.py
+`python token_server.py` serves it on HOST:PORT with the HTTP limits of server/http_limits.py
 (`uvicorn token_server:app` works too, without them: not for production).
 See DESIGN (docs/DESIGN.md) for the contracts; every refusal is JSON
 `{"error": code, "message": text}`.
@@ -25,12 +25,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from agents_catalog import Catalog, CatalogError, load_catalog
-from api_document import document_router
-from api_errors import NO_STORE, ApiError, error_response
-from give_back_endpoint import PATH as GIVE_BACK_PATH
-from give_back_endpoint import GiveBackEndpoint
-from http_limits import limited_http_protocol
-from logs import now_ms, setup_logging
+from server.api_document import document_router
+from server.errors import NO_STORE, ApiError, error_response
+from server.give_back_endpoint import PATH as GIVE_BACK_PATH
+from server.give_back_endpoint import GiveBackEndpoint
+from server.http_limits import limited_http_protocol
+from server.logs import now_ms, setup_logging
 from ops.install import install_ops
 from ops.runtime import OpsRuntime
 from policies import Policies, PolicyError, load_policies
@@ -44,8 +44,8 @@ from sales.policy import RequestRules, load_request_rules
 from sales.store import RequestStore
 from sessions.pipelined_redis import PipelinedRedis
 from sessions.redis_conn import REDIS_ERRORS, connect, eviction_risk
-from settings import ConfigError, Settings
-from token_endpoint import TokenEndpoint
+from server.settings import ConfigError, Settings
+from server.token_endpoint import TokenEndpoint
 
 log = logging.getLogger("token_server")
 
@@ -248,7 +248,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="OneCallFlow voice demo",
         lifespan=lifespan,
         # No Swagger UI (third-party scripts) and no generated document: ours is written
-        # by hand (api_document.py), since the framework never sees /api/token.
+        # by hand (server/api_document.py), since the framework never sees /api/token.
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -345,7 +345,7 @@ def _startup_error(exc: Exception) -> None:
 
 
 def serve(application: FastAPI, settings: Settings) -> None:
-    """Serve the app as production does: uvicorn with our HTTP limits (http_limits.py)."""
+    """Serve the app as production does: uvicorn with our HTTP limits (server/http_limits.py)."""
     import uvicorn
 
     services: Services = application.state.services

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     from livekit.agents import cli
 
     from agent.worker import build_server
-    from settings import ConfigError, get_settings
+    from server.settings import ConfigError, get_settings
 
     try:
         settings = get_settings()

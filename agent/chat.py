@@ -22,7 +22,7 @@ from agent.assembly import assemble_call
 from agent.dispatch import JobSpec
 from agent.providers import build_llm
 from agent.worker import load_worker_data
-from settings import get_settings
+from server.settings import get_settings
 
 
 def _out(line: str) -> None:

@@ -18,7 +18,7 @@ from livekit.plugins import deepgram, openai
 from agent.conversation import TurnSettings
 from agent.deepgram_stream import PromptDeepgramSTT
 from agents_catalog.models import Persona
-from settings import ConfigError, Settings
+from server.settings import ConfigError, Settings
 
 PROVIDER_KEYS = ("OPENAI_API_KEY", "DEEPGRAM_API_KEY")
 

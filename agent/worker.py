@@ -34,14 +34,14 @@ from agent.recording import RecordOutbox, SessionRecorder
 from agent.vad_blocks import BlockedSileroVAD
 from agents_catalog import Catalog, load_catalog
 from agents_catalog.showcase import Showcase
-from logs import guard_handlers
+from server.logs import guard_handlers
 from policies.admission import Admission
 from policies.claim import Claims
 from policies.model import Policies, load_policies
 from policies.ops_rules import load_ops_policy
 from sessions.redis_conn import connect
 from sessions.store import SessionStore
-from settings import Settings, get_settings
+from server.settings import Settings, get_settings
 
 log = logging.getLogger("agent.worker")
 
@@ -255,7 +255,7 @@ async def entrypoint(ctx: JobContext) -> None:
         # for the page's pre-connect audio (what the visitor said before the agent joined,
         # sent as soon as the agent is in the room): connecting first could let it arrive
         # with nobody to take it. Every track is subscribed; the visitor's token can only
-        # publish a microphone (livekit_token.py).
+        # publish a microphone (server/livekit_token.py).
         await parts.session.start(
             parts.agent,
             room=ctx.room,

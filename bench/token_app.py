@@ -6,17 +6,17 @@ It is the baseline (a) that the full paths (b, c, d) are compared with, in one p
 It exists only in this module, never in the served app.
 
 `python -m bench.token_app` serves it as `python token_server.py` serves the app (HOST,
-PORT, the HTTP limits of http_limits.py).
+PORT, the HTTP limits of server/http_limits.py).
 """
 
 from __future__ import annotations
 
 import token_server
 from ops.metrics import LatencyMiddleware
-from token_endpoint import TokenEndpoint
+from server.token_endpoint import TokenEndpoint
 
 app = token_server.app
-services: token_server.Services = app.state.services
+services: server.services.Services = app.state.services
 assert services.ops is not None
 # Wrapped like /api/token (request-latency metric), so only admission differs.
 app.state.fast_lane["/bench/mint"] = LatencyMiddleware(
@@ -25,4 +25,4 @@ app.state.fast_lane["/bench/mint"] = LatencyMiddleware(
 
 
 if __name__ == "__main__":
-    token_server.serve(app, services.settings)
+    server.app.serve(app, services.settings)

@@ -192,7 +192,7 @@ def main() -> None:
     if redis_server.proc is not None and shutil.which("taskset"):
         subprocess.run(["taskset", "-p", "-c", str(LOAD_CPU), str(redis_server.proc.pid)],
                        check=False, capture_output=True)  # fmt: skip
-    # Served as in production (token_server.serve: uvicorn with our HTTP limits).
+    # Served as in production (server.app.serve: uvicorn with our HTTP limits).
     server = subprocess.Popen(
         [*pin(SERVER_CPU), sys.executable, "-m", "bench.token_app"],
         cwd=ROOT, env={**env, "HOST": "127.0.0.1", "PORT": str(port)}, stdout=log, stderr=log,

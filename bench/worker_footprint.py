@@ -185,7 +185,7 @@ async def _first_frame_after(speaker: Any, wall: float, timeout: float = 10) -> 
 async def pool_idle_process() -> dict[str, Any]:
     """Start the real AgentServer (unregistered: no LiveKit needed) with one idle process."""
     from agent.worker import build_server
-    from settings import Settings
+    from server.settings import Settings
 
     prewarms: list[float] = []
 

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from api_errors import NO_STORE, ApiError
+from server.errors import NO_STORE, ApiError
 from ops import commands, sales_requests
 from ops.audit_log import API, OPS, SALES, Actor
 from ops.auth import read_body

@@ -12,7 +12,7 @@ import hmac
 
 from fastapi import HTTPException, Request
 
-from api_errors import ApiError, read_bounded
+from server.errors import ApiError, read_bounded
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:

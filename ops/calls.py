@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 from livekit import api
 
-from settings import Settings
+from server.settings import Settings
 
 TIMEOUT_S = 10.0
 

@@ -16,7 +16,7 @@ from policies.pseudonyms import VisitorHasher
 from sales.policy import RequestRules, load_request_rules
 from sales.store import RequestStore
 from sessions.redis_conn import connect
-from settings import Settings
+from server.settings import Settings
 
 
 @dataclass

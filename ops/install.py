@@ -19,7 +19,7 @@ from policies import Policies
 from policies.admission import Admission
 from policies.pseudonyms import VisitorHasher
 from sales.store import RequestStore
-from settings import Settings
+from server.settings import Settings
 
 
 def install_ops(

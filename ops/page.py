@@ -27,7 +27,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from api_errors import NO_STORE, ApiError
+from server.errors import NO_STORE, ApiError
 from ops import blocks, commands, queries, sales_requests
 from ops.audit_log import OPS, PAGE, SALES, Actor
 from ops.auth import bearer, ops_enabled, read_body

@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from livekit_token import room_name
+from server.livekit_token import room_name
 from ops.calls import end_calls
 from ops.context import OpsContext
 from ops.records import scan_sessions

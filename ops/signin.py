@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 
 from fastapi import Request
 
-from api_errors import ApiError
+from server.errors import ApiError
 from ops import audit_log
 from ops.audit_log import Actor
 from ops.auth import bearer, ops_enabled, token_matches, unauthorized

@@ -25,8 +25,8 @@ from livekit.api import TokenVerifier, WebhookReceiver
 from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
 
-from api_errors import ApiError
-from livekit_token import room_name
+from server.errors import ApiError
+from server.livekit_token import room_name
 from ops.auth import read_body
 from ops.reconcile import abandon
 from ops.runtime import OpsRuntime

@@ -1,7 +1,7 @@
 """`POST /api/requests`: the demo page's sales-request form.
 
 A plain ASGI app beside `/api/token`, with its guards: the Origin check and CORS
-(token_server.GuardMiddleware), a body limit (policies/requests.yaml), JSON only, the
+(server.middleware.GuardMiddleware), a body limit (policies/requests.yaml), JSON only, the
 same error shape `{"error", "message"}` (+ `reason` on 429, + `fields` on 422). The
 visitor's address is read as for a token (TRUSTED_PROXIES) and only its pseudonym is used,
 for the day's limits; neither the address nor the user agent is stored. The request is
@@ -17,7 +17,7 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-from api_errors import ApiError
+from server.errors import ApiError
 from policies import keys
 from policies.client_address import request_address
 from policies.pseudonyms import VisitorId
@@ -34,10 +34,10 @@ from sales.form import (
 from sales.identity import new_reference
 from sales.store import Limited
 from sessions.redis_conn import REDIS_ERRORS
-from token_endpoint import PostEndpoint, Receive, Scope, parse_json_body, read_body
+from server.token_endpoint import PostEndpoint, Receive, Scope, parse_json_body, read_body
 
 if TYPE_CHECKING:
-    from token_server import Services
+    from server.services import Services
 
 log = logging.getLogger("sales")
 

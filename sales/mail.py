@@ -28,7 +28,7 @@ from email.utils import formatdate
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from settings import ConfigError, Settings
+from server.settings import ConfigError, Settings
 
 Security = Literal["tls", "starttls", "none"]
 SCHEMES: dict[str, tuple[Security, int]] = {

@@ -14,7 +14,7 @@ import redis
 import schemathesis
 
 from agents_catalog import load_catalog
-from api_document import load_document
+from server.api_document import load_document
 from tests.fuzz_support import RedisWatch, honeypot_filled
 
 WATCH = RedisWatch(

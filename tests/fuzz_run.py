@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from api_document import URL
+from server.api_document import URL
 from tests.fuzz_support import fuzz_policies, fuzz_server_env
 from tests.support import ROOT, RedisServer, ServerProcess
 from tests.web_support import ensure_bundle

@@ -25,7 +25,7 @@ from policies import Policies, keys, load_policies
 from policies.admission import Admission
 from policies.claim import Claims
 from sessions.redis_conn import connect
-from settings import Settings
+from server.settings import Settings
 from tests.ops_support import post_event, room_finished
 from tests.support import ServerProcess, write_policies
 from tests.token_support import redis_now, session_record, settings_env

@@ -12,7 +12,7 @@ from livekit.plugins import silero
 from agent.conversation import default_conversation
 from agent.deepgram_stream import PromptDeepgramSTT
 from agent.providers import build_llm, build_session, build_stt, build_tts
-from settings import Settings
+from server.settings import Settings
 from tests.agent_support import CATALOG, RELAXED, Step, Tool, Turn, finished, start_call
 
 SETTINGS = Settings(

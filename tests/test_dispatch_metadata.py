@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from agent.dispatch import JobRejected, parse_job_metadata
 from agents_catalog.dispatch import DispatchMetadata
-from livekit_token import mint_token
+from server.livekit_token import mint_token
 from tests.agent_support import CATALOG, POLICIES
 from tests.token_support import API_KEY, API_SECRET, decode_token
 

@@ -1,4 +1,4 @@
-"""What the real livekit-server enforces on the visitor's token (livekit_token.py), tried as
+"""What the real livekit-server enforces on the visitor's token (server/livekit_token.py), tried as
 an attacker would with LiveKit's Python SDK and raw API calls, and how rooms nobody stays in
 end: LiveKit's own `room_finished` webhook and the never-joined sweeper close the session.
 
@@ -23,7 +23,7 @@ from livekit import rtc
 from livekit.protocol.models import ParticipantInfo, TrackSource, TrackType
 from livekit.protocol.rtc import SignalResponse
 
-from livekit_token import room_name
+from server.livekit_token import room_name
 from tests.e2e_support import (
     Visitor,
     counts_since,

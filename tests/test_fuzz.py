@@ -2,7 +2,7 @@
 
 A real `python token_server.py` on loopback with a real Redis (tests/fuzz_support.py);
 schemathesis' pytest integration with the document the server serves (/openapi.json: built
-here by the same code, api_document.py, and checked equal to what the server serves before
+here by the same code, server/api_document.py, and checked equal to what the server serves before
 the first case), every operation fuzzed with the settings of schemathesis.toml and a fixed
 seed, one test per operation: positive and negative cases, schemathesis' coverage
 scenarios (missing and boundary values, undeclared methods) and the document's examples.
@@ -37,7 +37,7 @@ import redis
 import schemathesis
 
 from agents_catalog import load_catalog
-from api_document import URL, load_document
+from server.api_document import URL, load_document
 from policies import keys
 from tests.fuzz_support import (
     ADMITTED,

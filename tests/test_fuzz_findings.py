@@ -1,4 +1,4 @@
-"""What the fuzzer (tests/test_fuzz.py, schemathesis against openapi.yaml) found, each pinned
+"""What the fuzzer (tests/test_fuzz.py, schemathesis against server/openapi.yaml) found, each pinned
 by a test that failed before its fix. The real app in-process with a real Redis.
 
 - An `Origin` that is not a URL Python can parse (`http://[`, `http://[::1`, `//[x]`) made

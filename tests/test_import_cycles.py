@@ -4,7 +4,7 @@ The graph is read statically from the source (ast), so a cycle hidden in a funct
 counts as much as one at the top of a file: both bind the two modules together. Imports
 under `if TYPE_CHECKING:` do not count, they never run. Two levels are checked: modules
 (`agent.call` -> `agent.guards`), and the top-level units they live in (`policies/` ->
-`sessions/`, `token_server.py` -> `token_endpoint.py`), since a package that needs another
+`sessions/`, `token_server.py` -> `server/token_endpoint.py`), since a package that needs another
 which needs it back cannot be read, tested or moved on its own.
 """
 

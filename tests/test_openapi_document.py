@@ -1,4 +1,4 @@
-"""The OpenAPI document (openapi.yaml, served at /openapi.json) is the truth about the public
+"""The OpenAPI document (server/openapi.yaml, served at /openapi.json) is the truth about the public
 HTTP surface: every public route is in it, and every status code it documents for an
 operation is one the server really gives, with the documented content type, headers and
 body.
@@ -33,16 +33,16 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from agents_catalog import load_catalog
-from api_document import URL, load_document
-from api_errors import ApiError
-from give_back_endpoint import requested_release
+from server.api_document import URL, load_document
+from server.errors import ApiError
+from server.give_back_endpoint import requested_release
 from ops.blocks import block
 from policies import keys
 from policies.admission import Refusal
 from policies.claim import Claims
 from policies.model import DAY_S
 from sessions.redis_conn import connect
-from settings import Settings
+from server.settings import Settings
 from tests.fuzz_support import fuzz_policies
 from tests.ops_support import room_finished, signed_event
 from tests.sales_support import FORM, OTHER, write_request_policies
@@ -736,7 +736,7 @@ def test_every_public_route_is_documented(apps: Apps) -> None:
         if method not in IMPLICIT and not path.startswith(UNDOCUMENTED_PREFIXES)
     }
     assert ("GET", "/ops") in set(served_routes(app.routes))  # the walk reaches routers
-    # The plain ASGI apps served ahead of the framework (token_endpoint.py).
+    # The plain ASGI apps served ahead of the framework (server/token_endpoint.py).
     served |= {(method, path) for path in app.state.fast_lane for method in ("POST", "OPTIONS")}
     documented = {(m, p) for m, p, _ in documented_answers()}
     assert served == documented

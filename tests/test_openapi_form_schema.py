@@ -1,4 +1,4 @@
-"""The request form's schema in the OpenAPI document (openapi.yaml: SalesRequest and
+"""The request form's schema in the OpenAPI document (server/openapi.yaml: SalesRequest and
 HoneypotFilled, POST /api/requests) says exactly which bodies the server takes.
 
 The fuzzer (tests/test_fuzz.py) draws well-formed bodies from these schemas and expects
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from schemathesis.core.jsonschema.patterns import compile_ecma_pattern
 
 from agents_catalog import load_catalog
-from api_document import load_document
+from server.api_document import load_document
 from sales.form import FormInvalid, is_honeypot, parse_form
 from sales.policy import load_request_rules
 from tests.sales_support import FORM, OTHER

@@ -42,7 +42,7 @@ class JobRequestStandIn:
 
 @pytest.fixture
 def worker_data(redis_url: str, redis_client: Any) -> Iterator[worker.WorkerData]:
-    from settings import Settings
+    from server.settings import Settings
 
     settings = Settings(_env_file=None, redis_url=redis_url)  # type: ignore[call-arg]
     data = worker.load_worker_data(settings)

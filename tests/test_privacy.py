@@ -29,7 +29,7 @@ import httpx
 import pytest
 import redis
 
-from logs import JsonFormatter, PrivacyFilter
+from server.logs import JsonFormatter, PrivacyFilter
 from policies import keys, load_policies
 from policies.admission import Admission
 from policies.claim import CLAIM_FIELDS as CLAIM_WRITES
@@ -297,7 +297,7 @@ def test_logs_hold_no_address_or_user_agent(after_run: dict[str, Any]) -> None:
 
 
 def test_the_log_filter_masks_addresses_and_drops_what_callers_said() -> None:
-    """The net under every log handler (logs.PrivacyFilter), on a real handler and logger."""
+    """The net under every log handler (server.logs.PrivacyFilter), on a real handler and logger."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())

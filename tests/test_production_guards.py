@@ -27,7 +27,7 @@ from policies import keys, load_policies
 from policies.admission import Admission, Admitted
 from policies.pseudonyms import VisitorHasher
 from sessions.redis_conn import connect
-from settings import Settings
+from server.settings import Settings
 from tests.support import ROOT, RedisServer, ServerProcess, free_port, wait_until
 from tests.token_support import settings_env
 

@@ -26,7 +26,7 @@ from policies import keys
 from sales.mail import smtp_config
 from sales.notifier import Notifier
 from sales.store import NOTIFY_FIELDS, RECORD_FIELDS
-from settings import ConfigError, Settings
+from server.settings import ConfigError, Settings
 from tests.sales_support import (
     FAST_NOTIFY,
     FORM,

@@ -22,7 +22,7 @@ from policies import keys
 from policies.admission import Admission
 from policies.claim import CLAIM_FIELDS, ClaimAnswer, Claims
 from sessions.redis_conn import connect
-from settings import Settings
+from server.settings import Settings
 from tests.token_support import session_record
 from tests.voice_harness import POLICIES, admit_session
 

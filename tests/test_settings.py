@@ -11,7 +11,7 @@ import sys
 import httpx
 import pytest
 
-from settings import ConfigError, Settings
+from server.settings import ConfigError, Settings
 from tests.support import ROOT, ServerProcess, free_port
 
 STRONG_LIVEKIT = secrets.token_urlsafe(36)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from settings import ConfigError, Settings
+from server.settings import ConfigError, Settings
 from tests.sales_support import write_request_policies
 from tests.support import ROOT
 from tests.web_support import DIST, ensure_bundle

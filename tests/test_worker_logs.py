@@ -22,7 +22,7 @@ import pytest
 from livekit.agents.cli.log import setup_logging as livekit_cli_logging
 
 from agent.worker import build_server
-from settings import Settings
+from server.settings import Settings
 from tests.fakes.openai_chat import CallTool, ChatScript, ChatTurn, Say
 from tests.fakes.openai_speech import SpeechSettings
 from tests.fakes.server import running_vendor_fakes

@@ -31,7 +31,7 @@ from policies.admission import Admission, Admitted
 from policies.claim import Claims
 from sessions.redis_conn import connect
 from sessions.store import SessionStore
-from settings import Settings
+from server.settings import Settings
 from tests.fakes.audio_io import CallerMicrophone, CallerSpeaker, Spoken
 from tests.fakes.server import RemoteFakes, VendorFakes
 

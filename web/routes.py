@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from policies import load_policies
 from sales.policy import RequestRules, load_request_rules
-from settings import ConfigError, Settings
+from server.settings import ConfigError, Settings
 
 log = logging.getLogger("web")
 

@@ -1,4 +1,4 @@
-"""`GET /openapi.json`: the public HTTP surface as an OpenAPI document (openapi.yaml).
+"""`GET /openapi.json`: the public HTTP surface as an OpenAPI document (server/openapi.yaml).
 
 Written by hand rather than generated: `/api/token` is a plain ASGI app the framework never
 sees, and the other routes answer raw responses whose shapes the framework cannot infer.
@@ -17,7 +17,7 @@ import yaml
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from settings import ConfigError
+from server.settings import ConfigError
 
 DOCUMENT_PATH = Path(__file__).resolve().parent / "openapi.yaml"
 URL = "/openapi.json"

@@ -13,10 +13,10 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from api_errors import ApiError
+from server.errors import ApiError
 from policies.give_back import GiveBackAnswer, GiveBackResult
 from sessions.redis_conn import REDIS_ERRORS
-from token_endpoint import (
+from server.token_endpoint import (
     PostEndpoint,
     Receive,
     Scope,
@@ -26,7 +26,7 @@ from token_endpoint import (
 )
 
 if TYPE_CHECKING:
-    from token_server import Services
+    from server.services import Services
 
 log = logging.getLogger("token_server")
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from agents_catalog import Persona
 from agents_catalog.dispatch import DispatchMetadata
-from api_errors import ApiError, read_bounded
-from livekit_token import mint_token, new_session_id, room_name
+from server.errors import ApiError, read_bounded
+from server.livekit_token import mint_token, new_session_id, room_name
 from policies.admission import Refused
 from policies.client_address import request_address
 from policies.give_back import HASH_FIELD, new_release_secret
@@ -27,7 +27,7 @@ from sessions.redis_conn import REDIS_ERRORS
 from sessions.store import SessionStore
 
 if TYPE_CHECKING:
-    from token_server import Services
+    from server.services import Services
 
 log = logging.getLogger("token_server")
 

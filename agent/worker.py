@@ -34,14 +34,14 @@ from agent.recording import RecordOutbox, SessionRecorder
 from agent.vad_blocks import BlockedSileroVAD
 from agents_catalog import Catalog, load_catalog
 from agents_catalog.showcase import Showcase
-from server.logs import guard_handlers
 from policies.admission import Admission
 from policies.claim import Claims
 from policies.model import Policies, load_policies
 from policies.ops_rules import load_ops_policy
+from server.logs import guard_handlers
+from server.settings import Settings, get_settings
 from sessions.redis_conn import connect
 from sessions.store import SessionStore
-from server.settings import Settings, get_settings
 
 log = logging.getLogger("agent.worker")
 

@@ -11,18 +11,17 @@ PORT, the HTTP limits of server/http_limits.py).
 
 from __future__ import annotations
 
-import token_server
 from ops.metrics import LatencyMiddleware
+from server.app import configured_app, serve
+from server.services import Services
 from server.token_endpoint import TokenEndpoint
 
-app = token_server.app
-services: server.services.Services = app.state.services
-assert services.ops is not None
-# Wrapped like /api/token (request-latency metric), so only admission differs.
-app.state.fast_lane["/bench/mint"] = LatencyMiddleware(
-    TokenEndpoint(services, admit=False), services.ops.metrics, route="/bench/mint"
-)
-
-
 if __name__ == "__main__":
-    server.app.serve(app, services.settings)
+    app = configured_app()
+    services: Services = app.state.services
+    assert services.ops is not None
+    # Wrapped like /api/token (request-latency metric), so only admission differs.
+    app.state.fast_lane["/bench/mint"] = LatencyMiddleware(
+        TokenEndpoint(services, admit=False), services.ops.metrics, route="/bench/mint"
+    )
+    serve(app, services.settings)

@@ -16,13 +16,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from server.errors import NO_STORE, ApiError
 from ops import commands, sales_requests
 from ops.audit_log import API, OPS, SALES, Actor
 from ops.auth import read_body
 from ops.privacy import SecretMismatch
 from ops.runtime import OpsRuntime
 from ops.signin import authenticate, authenticate_any
+from server.errors import NO_STORE, ApiError
 from sessions.redis_conn import REDIS_ERRORS
 
 

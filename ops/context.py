@@ -15,8 +15,8 @@ from policies.ops_rules import Costs, OpsPolicy, load_costs, load_ops_policy
 from policies.pseudonyms import VisitorHasher
 from sales.policy import RequestRules, load_request_rules
 from sales.store import RequestStore
-from sessions.redis_conn import connect
 from server.settings import Settings
+from sessions.redis_conn import connect
 
 
 @dataclass

@@ -27,7 +27,6 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from server.errors import NO_STORE, ApiError
 from ops import blocks, commands, queries, sales_requests
 from ops.audit_log import OPS, PAGE, SALES, Actor
 from ops.auth import bearer, ops_enabled, read_body
@@ -36,6 +35,7 @@ from ops.records import SessionView
 from ops.runtime import OpsRuntime
 from policies import keys
 from policies.replies import text
+from server.errors import NO_STORE, ApiError
 from sessions.redis_conn import REDIS_ERRORS
 
 HEADERS = {

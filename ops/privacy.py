@@ -31,7 +31,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from server.livekit_token import room_name
 from ops.calls import end_calls
 from ops.context import OpsContext
 from ops.records import scan_sessions
@@ -39,6 +38,7 @@ from policies import keys
 from policies.client_address import parse_ip
 from policies.pseudonyms import normalise_ip
 from policies.replies import text
+from server.livekit_token import room_name
 
 # Kept by erasure: abuse prevention (each expires on its own within the policy).
 SECURITY_KINDS = (keys.BLOCK, keys.SIGNIN)

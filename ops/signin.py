@@ -19,13 +19,13 @@ from collections.abc import Callable, Mapping
 
 from fastapi import Request
 
-from server.errors import ApiError
 from ops import audit_log
 from ops.audit_log import Actor
 from ops.auth import bearer, ops_enabled, token_matches, unauthorized
 from ops.context import OpsContext
 from policies import keys
 from policies.client_address import client_address
+from server.errors import ApiError
 from sessions.redis_conn import REDIS_ERRORS
 
 log = logging.getLogger("ops.signin")

@@ -25,11 +25,11 @@ from livekit.api import TokenVerifier, WebhookReceiver
 from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
 
-from server.errors import ApiError
-from server.livekit_token import room_name
 from ops.auth import read_body
 from ops.reconcile import abandon
 from ops.runtime import OpsRuntime
+from server.errors import ApiError
+from server.livekit_token import room_name
 from sessions.redis_conn import REDIS_ERRORS
 
 log = logging.getLogger("ops.webhook")

@@ -220,10 +220,6 @@ class VisitorHasher:
         # under another period's salt, and its visitors escape the counts made elsewhere.
         self._clock_offset: float | None = None
 
-    @property
-    def redis(self) -> Redis:
-        return self._redis
-
     def period_of(self, now: float) -> int:
         return int(now // self._retention.salt_period_s)
 

@@ -11,22 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from server.errors import ApiError
+from starlette.types import Receive, Scope
+
 from policies.give_back import GiveBackAnswer, GiveBackResult
+from server.errors import ApiError
+from server.services import Services
+from server.token_endpoint import PostEndpoint, parse_json_body, read_body, redis_unavailable
 from sessions.redis_conn import REDIS_ERRORS
-from server.token_endpoint import (
-    PostEndpoint,
-    Receive,
-    Scope,
-    parse_json_body,
-    read_body,
-    redis_unavailable,
-)
-
-if TYPE_CHECKING:
-    from server.services import Services
 
 log = logging.getLogger("token_server")
 

@@ -11,31 +11,27 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
 
 from agents_catalog import Persona
 from agents_catalog.dispatch import DispatchMetadata
-from server.errors import ApiError, read_bounded
-from server.livekit_token import mint_token, new_session_id, room_name
 from policies.admission import Refused
 from policies.client_address import request_address
 from policies.give_back import HASH_FIELD, new_release_secret
 from policies.pseudonyms import Salt, known_ua_family, ua_family
+from server.errors import ApiError, read_bounded
+from server.livekit_token import mint_token, new_session_id, room_name
+from server.services import Services
 from sessions.redis_conn import REDIS_ERRORS
 from sessions.store import SessionStore
 
-if TYPE_CHECKING:
-    from server.services import Services
-
 log = logging.getLogger("token_server")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
+PATH = "/api/token"
 OPTIONS_ANSWER = [(b"allow", b"OPTIONS, POST"), (b"cache-control", b"no-store")]
 
 REFUSAL_TEXT = {
@@ -224,7 +220,7 @@ class TokenEndpoint(PostEndpoint):
     def __init__(self, services: Services, *, admit: bool = True) -> None:
         self.services = services
         self.admit = admit
-        self.records = SessionStore(services.hasher.redis)
+        self.records = SessionStore(services.redis)
 
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         return await self.issue(scope, receive)

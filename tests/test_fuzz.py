@@ -37,8 +37,8 @@ import redis
 import schemathesis
 
 from agents_catalog import load_catalog
-from server.api_document import URL, load_document
 from policies import keys
+from server.api_document import URL, load_document
 from tests.fuzz_support import (
     ADMITTED,
     GIVE_BACK,

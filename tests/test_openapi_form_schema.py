@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from schemathesis.core.jsonschema.patterns import compile_ecma_pattern
 
 from agents_catalog import load_catalog
-from server.api_document import load_document
 from sales.form import FormInvalid, is_honeypot, parse_form
 from sales.policy import load_request_rules
+from server.api_document import load_document
 from tests.sales_support import FORM, OTHER
 
 CATALOG = load_catalog()

@@ -29,11 +29,11 @@ import httpx
 import pytest
 import redis
 
-from server.logs import JsonFormatter, PrivacyFilter
 from policies import keys, load_policies
 from policies.admission import Admission
 from policies.claim import CLAIM_FIELDS as CLAIM_WRITES
 from policies.claim import Claims
+from server.logs import JsonFormatter, PrivacyFilter
 from sessions.redis_conn import connect
 from tests.support import ServerProcess
 from tests.token_support import (

@@ -26,8 +26,8 @@ from ops.reconcile import expire_unjoined
 from policies import keys, load_policies
 from policies.admission import Admission, Admitted
 from policies.pseudonyms import VisitorHasher
-from sessions.redis_conn import connect
 from server.settings import Settings
+from sessions.redis_conn import connect
 from tests.support import ROOT, RedisServer, ServerProcess, free_port, wait_until
 from tests.token_support import settings_env
 

@@ -21,8 +21,8 @@ from ops.reconcile import expire_unjoined
 from policies import keys
 from policies.admission import Admission
 from policies.claim import CLAIM_FIELDS, ClaimAnswer, Claims
-from sessions.redis_conn import connect
 from server.settings import Settings
+from sessions.redis_conn import connect
 from tests.token_support import session_record
 from tests.voice_harness import POLICIES, admit_session
 

@@ -214,8 +214,8 @@ def error_codes(responses: Iterable[httpx.Response]) -> dict[str, int]:
 
 def make_app(redis_url: str, policies_dir: Path, **overrides: Any) -> Any:
     """The real app, in-process (httpx.ASGITransport), for plain request/response checks."""
-    from server.settings import Settings
     from server.app import create_app
+    from server.settings import Settings
 
     values: dict[str, Any] = {
         "environment": "development",

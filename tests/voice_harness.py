@@ -29,9 +29,9 @@ from agents_catalog import load_catalog
 from policies import load_policies
 from policies.admission import Admission, Admitted
 from policies.claim import Claims
+from server.settings import Settings
 from sessions.redis_conn import connect
 from sessions.store import SessionStore
-from server.settings import Settings
 from tests.fakes.audio_io import CallerMicrophone, CallerSpeaker, Spoken
 from tests.fakes.server import RemoteFakes, VendorFakes
 

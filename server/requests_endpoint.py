@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from typing import TYPE_CHECKING
 
-from server.errors import ApiError
+from starlette.types import Receive, Scope
+
 from policies import keys
 from policies.client_address import request_address
 from policies.pseudonyms import VisitorId
@@ -33,11 +33,10 @@ from sales.form import (
 )
 from sales.identity import new_reference
 from sales.store import Limited
+from server.errors import ApiError
+from server.services import Services
+from server.token_endpoint import PostEndpoint, parse_json_body, read_body
 from sessions.redis_conn import REDIS_ERRORS
-from server.token_endpoint import PostEndpoint, Receive, Scope, parse_json_body, read_body
-
-if TYPE_CHECKING:
-    from server.services import Services
 
 log = logging.getLogger("sales")
 
@@ -136,7 +135,7 @@ class RequestEndpoint(PostEndpoint):
         dropped: the request is kept without it."""
         if form.session_id is None:
             return form
-        owner, persona = await self.services.hasher.redis.hmget(
+        owner, persona = await self.services.redis.hmget(
             keys.session(form.session_id), ["visitor", "persona"]
         )
         mine = {visitor, visitor.previous} - {None}

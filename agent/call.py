@@ -89,7 +89,9 @@ class Call:
         self._recorder = recorder
         self._on_finished = on_finished
         self._clock = clock
-        self.guards = CallGuards(session, self, phrases, timings, spec.max_duration_s)
+        self.guards = CallGuards(
+            session, self, spec.session_id, phrases, timings, spec.max_duration_s
+        )
         self._guards_enabled = guards
         self._hard_stop: asyncio.TimerHandle | None = None
         self._finalize_task: asyncio.Task[None] | None = None

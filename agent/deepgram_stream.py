@@ -1,11 +1,11 @@
 """Deepgram streaming STT that sends the caller's audio as soon as it arrives.
 
 livekit-plugins-deepgram 1.8.9 re-cuts the audio into fixed 50 ms chunks before sending
-it. With RoomIO delivering 20 ms frames, the end of the caller's speech then waits up to
-50 ms in that buffer before Deepgram can hear the silence that ends the utterance, and
-every turn's final transcript (what preemptive generation starts the LLM on) is late by
-as much. bench/voice_latency.py measured it: "audio end at Deepgram" 33 ms median after
-the speech ended with 50 ms chunks, 12 ms when each 20 ms frame is sent as it comes.
+it. With RoomIO delivering smaller frames (turns.input_frame_ms), the end of the caller's
+speech then waits up to a whole chunk in that buffer before Deepgram can hear the silence
+that ends the utterance, and every turn's final transcript (what preemptive generation
+starts the LLM on) is late by as much. bench/voice_latency.py measures it ("audio end at
+Deepgram"; the figures, with their date and commit, are in docs/benchmarks.md).
 
 `SpeechStream._run` below is the plugin's own (1.8.9) with one change in `send_task`: each
 frame is sent as it was received, with no re-chunking. Deepgram accepts any chunk size.

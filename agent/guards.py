@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from livekit.agents import AgentSession
 from livekit.agents.voice.events import UserStateChangedEvent
@@ -19,23 +19,34 @@ from livekit.agents.voice.events import UserStateChangedEvent
 from agent.conversation import GuardTimings, Phrases
 from agent.ending import EndReason
 
-if TYPE_CHECKING:
-    from agent.call import Call
-
 log = logging.getLogger("agent.guards")
+
+
+class EndsCalls(Protocol):
+    """What the guards need of a call (agent.call.Call): whether it is already ending, and
+    a way to end it. Narrow so that guards and call do not import each other."""
+
+    @property
+    def ending(self) -> bool: ...
+
+    def hang_up(
+        self, reason: EndReason, *, goodbye: str | None, interrupt: bool = False
+    ) -> None: ...
 
 
 class CallGuards:
     def __init__(
         self,
         session: AgentSession[Any],
-        call: Call,
+        call: EndsCalls,
+        session_id: str,
         phrases: Phrases,
         timings: GuardTimings,
         max_duration_s: float,
     ) -> None:
         self._session = session
         self._call = call
+        self._session_id = session_id
         self._phrases = phrases
         self._timings = timings
         self._max_duration_s = max_duration_s
@@ -77,7 +88,7 @@ class CallGuards:
         if self._call.ending:
             return
         self.warned = True
-        log.info("max duration warning", extra={"session_id": self._call.spec.session_id})
+        log.info("max duration warning", extra={"session_id": self._session_id})
         try:
             self._session.say(self._phrases.duration_warning, allow_interruptions=False)
         except RuntimeError:
@@ -96,7 +107,7 @@ class CallGuards:
             return
         self._checked_in = True
         self.checkins += 1
-        log.info("user away, checking in", extra={"session_id": self._call.spec.session_id})
+        log.info("user away, checking in", extra={"session_id": self._session_id})
         try:
             handle = self._session.say(self._phrases.silence_checkin)
         except RuntimeError:

@@ -1,18 +1,18 @@
 """Silero VAD fed the caller's audio in blocks rather than frame by frame.
 
-The caller's audio arrives in small frames (turns.input_frame_ms, 20 ms) so that Deepgram
-hears the end of speech early. Silero does not need them small: it runs its model on
-32 ms windows, once per window however the audio is cut. Fed 20 ms frames, it wakes for
-every frame and runs each window alone, 32 ms after the previous one, with the model's
-weights gone from the CPU caches: 0.7 ms of CPU per window on this machine against
-0.2 ms for windows run back to back. Fed blocks of turns.vad_block_ms, it wakes once per
-block and runs that block's windows together: a silent line's agent CPU went from ~4.3 %
-to ~3 % of a core (bench/concurrency.py, listening table).
+The caller's audio arrives in small frames (turns.input_frame_ms) so that Deepgram hears
+the end of speech early. Silero does not need them small: it runs its model on fixed
+32 ms windows, once per window however the audio is cut. Fed small frames, it wakes for
+every frame and runs each window alone, with the model's weights gone from the CPU caches
+since the previous one, which costs several times the CPU of windows run back to back.
+Fed blocks of turns.vad_block_ms, it wakes once per block and runs that block's windows
+together, so a silent line costs the agent less CPU (figures, with their date and commit:
+docs/benchmarks.md; bench/concurrency.py, listening table).
 
 What it costs: the VAD hears the audio up to one block later. Its end of speech comes
-after 550 ms of silence anyway and is hidden behind preemptive generation (the LLM and
-TTS start on Deepgram's final, not on the VAD); its start of speech (barge-in) comes up
-to a block later, well inside turns.min_interruption_s.
+after Silero's min_silence_duration anyway and is hidden behind preemptive generation
+(the LLM and TTS start on Deepgram's final, not on the VAD); its start of speech
+(barge-in) comes up to a block later, well inside turns.min_interruption_s.
 """
 
 from __future__ import annotations

@@ -301,9 +301,10 @@ def build_server(settings: Settings | None = None, *, check_keys: bool = True) -
     if check_keys:
         require_provider_keys(settings)
     _MAIN["data"] = load_worker_data(settings)
-    # The framework would preload its local end-of-turn model (~244 MB) and its own VAD in
-    # the forkserver for every job process; turns here are detected by the Silero VAD the
-    # prewarm loads, so neither is ever used. An explicit setting still wins.
+    # The framework would preload its local end-of-turn model (most of an idle job
+    # process's memory: docs/benchmarks.md) and its own VAD in the forkserver for every job
+    # process; turns here are detected by the Silero VAD the prewarm loads, so neither is
+    # ever used. An explicit setting still wins.
     os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")
     load_fnc, load_threshold = load_policy(settings)
     server = AgentServer(

@@ -31,7 +31,7 @@ def parse_ip(value: str) -> IPAddress | None:
 
 
 # The carriers' prefixes, as the address's leading bits (integer tests: this runs on every
-# token request, where ipaddress's network objects cost tens of microseconds).
+# token request, where ipaddress's network objects cost more than the test: docs/benchmarks.md).
 _MAPPED = 0xFFFF  # ::ffff:0:0/96, bits above the IPv4 part
 _NAT64 = int(ipaddress.IPv6Address("64:ff9b::")) >> 32  # 64:ff9b::/96
 _6TO4 = 0x2002  # 2002::/16, the IPv4 in the next 32 bits

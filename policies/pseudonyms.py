@@ -77,8 +77,8 @@ def aggregate_networks(address: IPAddress, networks: NetworkAggregates) -> list[
     """The wider networks the address belongs to, one per configured prefix aggregate
     (narrowest first), as text to hash (never stored as such): the IP version, the prefix
     length and the network's bits in hex ("v6/48/20010db80077" for 2001:db8:77::/48).
-    Integer arithmetic: building ipaddress networks cost the token path ~40 µs per IPv6
-    request."""
+    Integer arithmetic: building ipaddress network objects on every token request was a
+    measurable share of the token path (docs/benchmarks.md)."""
     address = carried_ipv4(address)
     value, width = int(address), address.max_prefixlen
     return [

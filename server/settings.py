@@ -21,9 +21,9 @@ DEV_VISITOR_HASH_SECRET = "dev-only-visitor-hash-secret-change-me"  # noqa: S105
 KNOWN_WEAK = {DEV_LIVEKIT_SECRET, DEV_VISITOR_HASH_SECRET, "changeme", "change-me", "secret"}
 MIN_SECRET_LEN = 32
 # Estimated entropy (secret_entropy_bits) a production secret needs. The estimate of a
-# random secret is below its true entropy: 32 random hex digits (128 bits) score 93-135
-# (none under 93 in 50,000 draws), `secrets.token_urlsafe(48)` about 335;
-# "Password123!Password123!Password" scores 44, "abcdefghijklmnopqrstuvwxyz012345" 6.
+# random secret is below its true entropy, so the bar sits under what 32 random hex
+# digits (128 bits) score and far above patterned passwords (their scores:
+# docs/benchmarks.md).
 MIN_SECRET_BITS = 88
 # Our proxies live in one network of ours; no wider range is ever theirs. Trusting a wider
 # one lets anyone inside it write X-Forwarded-For, so choose their own address (pseudonym,

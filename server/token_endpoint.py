@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -291,7 +292,8 @@ class TokenEndpoint(PostEndpoint):
         """Decide and record admission in Redis; return the issue time (Redis clock)."""
         services = self.services
         if not self.admit:
-            return 0.0
+            # No Redis to ask for its clock; the dispatch metadata needs a real time.
+            return time.time()
         address = request_address(scope, services.settings.trusted_networks)
         if address is None:
             raise ApiError(400, "no_client_address", "The client address could not be read.")

@@ -22,10 +22,10 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from policies import keys
 from policies.model import Policies
 from policies.pseudonyms import NetworkId, VisitorId
 from policies.replies import text
+from redisdb import keys
 
 _HERE = Path(__file__).resolve().parent
 
@@ -82,7 +82,7 @@ class Released:
 
 class ScriptRunner(Protocol):
     """All admission needs of the token server's pipelined client
-    (sessions/pipelined_redis.py): a protocol, since sessions/ reads policies' key names and
+    (redisdb/pipelined.py): a protocol, since sessions/ reads policies' key names and
     policies may not import it back."""
 
     async def evalsha(

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from policies import keys
 from policies.model import Policies
 from policies.replies import text
+from redisdb import keys
 
 _HERE = Path(__file__).resolve().parent
 

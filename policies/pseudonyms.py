@@ -31,11 +31,11 @@ import yaml
 from redis.asyncio import Redis
 from ua_parser import parse as parse_ua
 
-from policies import keys
 from policies.client_address import IPAddress, carried_ipv4
 from policies.clock import redis_clock
 from policies.model import NetworkAggregates, NetworkLimits, Retention
 from policies.replies import text
+from redisdb import keys
 
 # How often a process re-asserts its cached salt in Redis: if Redis lost its data, every
 # process converges on one salt again within this delay (first writer wins).

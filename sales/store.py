@@ -21,9 +21,9 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from policies import keys
 from policies.model import DAY_S, Retention
 from policies.replies import text
+from redisdb import keys
 from sales.form import SalesForm
 from sales.identity import email_hash, new_reference, normalise_email
 from sales.policy import RequestRules

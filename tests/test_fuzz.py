@@ -38,7 +38,7 @@ import schemathesis
 
 from agents_catalog import load_catalog
 from api_document import URL, load_document
-from policies import keys
+from redisdb import keys
 from tests.fuzz_support import (
     ADMITTED,
     GIVE_BACK,

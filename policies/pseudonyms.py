@@ -305,7 +305,7 @@ class VisitorHasher:
         """Every salt still in Redis: an address's pseudonyms under each of them cover all
         the data that may still be tied to it."""
         salts = []
-        async for key in self._redis.scan_iter(match=keys.salt(0)[:-1] + "*", count=100):
+        async for key in self._redis.scan_iter(match=keys.pattern(keys.SALT), count=100):
             raw_key = text(key)
             value = await self._redis.get(raw_key)
             if value is not None:

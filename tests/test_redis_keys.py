@@ -13,7 +13,6 @@ import inspect
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import redis

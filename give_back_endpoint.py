@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from api_errors import ApiError
 from policies.give_back import GiveBackAnswer, GiveBackResult
-from sessions.redis_conn import REDIS_ERRORS
+from redisdb.connection import REDIS_ERRORS
 from token_endpoint import (
     PostEndpoint,
     Receive,

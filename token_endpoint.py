@@ -23,7 +23,7 @@ from policies.admission import Refused
 from policies.client_address import request_address
 from policies.give_back import HASH_FIELD, new_release_secret
 from policies.pseudonyms import Salt, known_ua_family, ua_family
-from sessions.redis_conn import REDIS_ERRORS
+from redisdb.connection import REDIS_ERRORS
 from sessions.store import SessionStore
 
 if TYPE_CHECKING:

@@ -37,13 +37,13 @@ from policies import Policies, PolicyError, load_policies
 from policies.admission import Admission
 from policies.give_back import GiveBack
 from policies.pseudonyms import VisitorHasher
+from redisdb.connection import REDIS_ERRORS, connect, eviction_risk
+from redisdb.pipelined import PipelinedRedis
 from sales import endpoint as sales_endpoint
 from sales.mail import smtp_config
 from sales.notifier import Notifier
 from sales.policy import RequestRules, load_request_rules
 from sales.store import RequestStore
-from sessions.pipelined_redis import PipelinedRedis
-from sessions.redis_conn import REDIS_ERRORS, connect, eviction_risk
 from settings import ConfigError, Settings
 from token_endpoint import TokenEndpoint
 

@@ -20,7 +20,7 @@ from livekit.agents import JobContext, JobRequest
 
 from agent.dispatch import JobSpec
 from policies.claim import Claim, ClaimAnswer, Claims
-from sessions.redis_conn import REDIS_ERRORS
+from redisdb.connection import REDIS_ERRORS
 from settings import Settings
 
 log = logging.getLogger("agent.claiming")

@@ -39,7 +39,7 @@ from policies.admission import Admission
 from policies.claim import Claims
 from policies.model import Policies, load_policies
 from policies.ops_rules import load_ops_policy
-from sessions.redis_conn import connect
+from redisdb.connection import connect
 from sessions.store import SessionStore
 from settings import Settings, get_settings
 

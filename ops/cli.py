@@ -29,7 +29,7 @@ from ops.context import OpsContext, build_context
 from ops.reconcile import expire_unjoined
 from ops.table import render, when
 from policies import PolicyError
-from sessions.redis_conn import REDIS_ERRORS
+from redisdb.connection import REDIS_ERRORS
 from settings import Settings
 
 EXIT_BREACH, EXIT_INPUT, EXIT_REDIS = 1, 2, 3

@@ -13,9 +13,9 @@ from policies import Policies, load_policies
 from policies.admission import Admission
 from policies.ops_rules import Costs, OpsPolicy, load_costs, load_ops_policy
 from policies.pseudonyms import VisitorHasher
+from redisdb.connection import connect
 from sales.policy import RequestRules, load_request_rules
 from sales.store import RequestStore
-from sessions.redis_conn import connect
 from settings import Settings
 
 

@@ -30,7 +30,7 @@ from livekit_token import room_name
 from ops.auth import read_body
 from ops.reconcile import abandon
 from ops.runtime import OpsRuntime
-from sessions.redis_conn import REDIS_ERRORS
+from redisdb.connection import REDIS_ERRORS
 
 log = logging.getLogger("ops.webhook")
 

@@ -18,10 +18,11 @@ import logging
 from typing import TYPE_CHECKING
 
 from api_errors import ApiError
-from policies import keys
 from policies.client_address import request_address
 from policies.pseudonyms import VisitorId
 from policies.replies import text
+from redisdb import keys
+from redisdb.connection import REDIS_ERRORS
 from sales.form import (
     FormInvalid,
     NotAnObject,
@@ -33,7 +34,6 @@ from sales.form import (
 )
 from sales.identity import new_reference
 from sales.store import Limited
-from sessions.redis_conn import REDIS_ERRORS
 from token_endpoint import PostEndpoint, Receive, Scope, parse_json_body, read_body
 
 if TYPE_CHECKING:

@@ -21,10 +21,11 @@ from redis.asyncio import Redis
 
 from ops.context import build_context
 from ops.reconcile import expire_unjoined
-from policies import Policies, keys, load_policies
+from policies import Policies, load_policies
 from policies.admission import Admission
 from policies.claim import Claims
-from sessions.redis_conn import connect
+from redisdb import keys
+from redisdb.connection import connect
 from settings import Settings
 from tests.ops_support import post_event, room_finished
 from tests.support import ServerProcess, write_policies

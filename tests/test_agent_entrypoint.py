@@ -18,10 +18,10 @@ from agent.claiming import claim_at_start
 from agent.conversation import default_conversation
 from agent.dispatch import parse_job_metadata
 from agent.worker import entrypoint
-from policies import keys
 from policies.admission import Admission, Admitted
 from policies.claim import Claims
-from sessions.redis_conn import connect
+from redisdb import keys
+from redisdb.connection import connect
 from tests.agent_support import CATALOG, POLICIES
 from tests.fakes.server import running_vendor_fakes
 

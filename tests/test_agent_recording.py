@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from agent.recording import END_FIELDS, START_FIELDS, Backoff, RecordOutbox, SessionRecorder
-from policies import keys
 from policies.admission import Admission, Admitted
 from policies.claim import CLAIM_FIELDS, Claims
-from sessions.redis_conn import connect
+from redisdb import keys
+from redisdb.connection import connect
 from sessions.store import SessionStore
 from tests.agent_support import POLICIES, Step, Tool, Turn, finished, spec_for, start_call
 

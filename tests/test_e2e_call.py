@@ -22,7 +22,7 @@ import pytest
 import redis
 from playwright.sync_api import Page, Route, expect, sync_playwright
 
-from policies import keys
+from redisdb import keys
 from tests.e2e_page import (
     CallerLine,
     caller_wav,

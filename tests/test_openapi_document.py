@@ -37,11 +37,11 @@ from api_document import URL, load_document
 from api_errors import ApiError
 from give_back_endpoint import requested_release
 from ops.blocks import block
-from policies import keys
 from policies.admission import Refusal
 from policies.claim import Claims
 from policies.model import DAY_S
-from sessions.redis_conn import connect
+from redisdb import keys
+from redisdb.connection import connect
 from settings import Settings
 from tests.fuzz_support import fuzz_policies
 from tests.ops_support import room_finished, signed_event

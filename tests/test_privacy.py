@@ -30,11 +30,12 @@ import pytest
 import redis
 
 from logs import JsonFormatter, PrivacyFilter
-from policies import keys, load_policies
+from policies import load_policies
 from policies.admission import Admission
 from policies.claim import CLAIM_FIELDS as CLAIM_WRITES
 from policies.claim import Claims
-from sessions.redis_conn import connect
+from redisdb import keys
+from redisdb.connection import connect
 from tests.support import ServerProcess
 from tests.token_support import (
     dump_redis,

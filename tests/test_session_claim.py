@@ -18,10 +18,10 @@ from redis.asyncio import Redis
 
 from ops.context import OpsContext, build_context
 from ops.reconcile import expire_unjoined
-from policies import keys
 from policies.admission import Admission
 from policies.claim import CLAIM_FIELDS, ClaimAnswer, Claims
-from sessions.redis_conn import connect
+from redisdb import keys
+from redisdb.connection import connect
 from settings import Settings
 from tests.token_support import session_record
 from tests.voice_harness import POLICIES, admit_session

@@ -14,7 +14,7 @@ import redis
 
 from agent.conversation import GuardTimings
 from agent.ending import EndReason
-from policies import keys
+from redisdb import keys
 from tests.fakes.loopback_audit import audit_connections
 from tests.fakes.openai_chat import CallTool, ChatScript, ChatTurn, Say
 from tests.fakes.openai_speech import SpeechSettings

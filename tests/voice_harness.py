@@ -29,7 +29,7 @@ from agents_catalog import load_catalog
 from policies import load_policies
 from policies.admission import Admission, Admitted
 from policies.claim import Claims
-from sessions.redis_conn import connect
+from redisdb.connection import connect
 from sessions.store import SessionStore
 from settings import Settings
 from tests.fakes.audio_io import CallerMicrophone, CallerSpeaker, Spoken

@@ -163,10 +163,8 @@ async def running_session(parts: CallParts) -> AsyncIterator[CallParts]:
     the test leaves the block."""
     parts.call.begin()
     await parts.session.start(parts.agent, record=False)
-    try:
+    async with parts.session:  # closes it
         yield parts
-    finally:
-        await parts.session.aclose()
 
 
 def assembled_call(

@@ -45,7 +45,7 @@ TOOLS: list[lk_llm.Tool] = [find_slot, book_visit]
 Answer = tuple[str, list[tuple[str, dict[str, Any]]]]
 
 
-async def answer(model: lk_llm.LLM, ctx: lk_llm.ChatContext) -> Answer:
+async def answer(model: lk_llm.LLM[Any], ctx: lk_llm.ChatContext) -> Answer:
     """What the model says (words only) and the tools it calls; the calls and their
     outputs go into `ctx` as AgentSession puts them, so the next request is the next step."""
     async with model.chat(chat_ctx=ctx, tools=TOOLS, conn_options=NO_RETRY) as stream:
@@ -61,7 +61,7 @@ async def answer(model: lk_llm.LLM, ctx: lk_llm.ChatContext) -> Answer:
     return words, [(call.name, json.loads(call.arguments)) for call in calls]
 
 
-async def conversation(model: lk_llm.LLM) -> list[Answer | str]:
+async def conversation(model: lk_llm.LLM[Any]) -> list[Answer | str]:
     """The script's conversation: a booking in two steps, a line no turn expects, an outage."""
     ctx = lk_llm.ChatContext()
     ctx.add_message(role="system", content="You book viewings.")

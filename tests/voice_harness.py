@@ -113,6 +113,12 @@ class VoiceCall:
         )
         return f"{said} | heard {self.speaker.describe(self.started_wall)}"
 
+    async def __aenter__(self) -> VoiceCall:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         self.mic.close()
         if not self.parts.call.finished.is_set():

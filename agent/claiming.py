@@ -20,8 +20,8 @@ from livekit.agents import JobContext, JobRequest
 
 from agent.dispatch import JobSpec
 from policies.claim import Claim, ClaimAnswer, Claims
+from redisdb.connection import REDIS_ERRORS
 from server.settings import Settings
-from sessions.redis_conn import REDIS_ERRORS
 
 log = logging.getLogger("agent.claiming")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policies.admission import Admission
-from sessions.redis_conn import REDIS_ERRORS
+from redisdb.connection import REDIS_ERRORS
 from sessions.store import SessionStore, Update
 
 log = logging.getLogger("agent.recording")

@@ -38,9 +38,9 @@ from policies.admission import Admission
 from policies.claim import Claims
 from policies.model import Policies, load_policies
 from policies.ops_rules import load_ops_policy
+from redisdb.connection import connect
 from server.logs import guard_handlers
 from server.settings import Settings, get_settings
-from sessions.redis_conn import connect
 from sessions.store import SessionStore
 
 log = logging.getLogger("agent.worker")

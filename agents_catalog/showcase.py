@@ -22,9 +22,9 @@ from redis.asyncio import Redis
 
 from agents_catalog.loader import Catalog
 from agents_catalog.models import Persona
-from policies import keys
 from policies.replies import text
-from sessions.redis_conn import REDIS_ERRORS
+from redisdb import keys
+from redisdb.connection import REDIS_ERRORS
 
 log = logging.getLogger("showcase")
 

@@ -459,7 +459,7 @@ async def run_level(
 
 async def sessions_closed(client: Any, timeout: float) -> bool:
     """Every session of the level closed by the worker: no concurrency slot held."""
-    from policies import keys
+    from redisdb import keys
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -482,7 +482,7 @@ class RedisCost:
 
 
 async def redis_cost(client: Any, counted: Count, calls: int, calls_so_far: int) -> RedisCost:
-    from policies import keys
+    from redisdb import keys
 
     sizes: dict[str, int] = {}
     records: list[int] = []

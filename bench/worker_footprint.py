@@ -131,7 +131,7 @@ async def child_live(rounds: int, live_seconds: float) -> None:
     from agent.assembly import assemble_call
     from agent.conversation import default_conversation
     from agent.worker import prewarm
-    from tests.agent_support import RELAXED, ScriptedLLM, spec_for
+    from tests.agent_support import RELAXED, UNSCRIPTED, ScriptedLLM, spec_for
     from tests.fakes.audio_io import CallerMicrophone, CallerSpeaker
 
     logging.basicConfig(level=logging.WARNING)
@@ -146,7 +146,7 @@ async def child_live(rounds: int, live_seconds: float) -> None:
     live: dict[str, float] = {}
     for index in range(rounds):
         tts, stt = instant_providers()
-        parts = assemble_call(spec_for(PERSONA), conversation, stt=stt, llm=ScriptedLLM([]),
+        parts = assemble_call(spec_for(PERSONA), conversation, stt=stt, llm=ScriptedLLM(UNSCRIPTED),
                               tts=tts, vad_model=proc.userdata["vad"], timings=RELAXED)  # fmt: skip
         microphone, speaker = CallerMicrophone(), CallerSpeaker()
         parts.session.input.audio = microphone

@@ -22,8 +22,8 @@ from ops.auth import read_body
 from ops.privacy import SecretMismatch
 from ops.runtime import OpsRuntime
 from ops.signin import authenticate, authenticate_any
+from redisdb.connection import REDIS_ERRORS
 from server.errors import NO_STORE, ApiError
-from sessions.redis_conn import REDIS_ERRORS
 
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:

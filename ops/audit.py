@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ops.context import OpsContext
-from policies import keys
 from policies.model import PRIVACY_MAX_DAYS
 from policies.replies import text
+from redisdb import keys
 
 DAY_S = 86_400
 BATCH = 500

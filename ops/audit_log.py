@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 
 from ops.context import OpsContext
-from policies import keys
 from policies.replies import text
+from redisdb import keys
 
 ACTIONS = (
     "lookup", "erase", "block", "unblock", "showcase_set", "showcase_reset", "signin_failed",

@@ -13,10 +13,10 @@ import re
 import time
 
 from ops.context import OpsContext
-from policies import keys
 from policies.admission import Refusal, Refused
 from policies.pseudonyms import PSEUDONYM_HEX
 from policies.replies import text
+from redisdb import keys
 
 VISITOR = re.compile(rf"^[0-9a-f]{{{PSEUDONYM_HEX}}}$")
 DURATION = re.compile(r"^(\d{1,6})([smhd])$")

@@ -29,8 +29,8 @@ from ops.context import OpsContext, build_context
 from ops.reconcile import expire_unjoined
 from ops.table import render, when
 from policies import PolicyError
+from redisdb.connection import REDIS_ERRORS
 from server.settings import Settings
-from sessions.redis_conn import REDIS_ERRORS
 
 EXIT_BREACH, EXIT_INPUT, EXIT_REDIS = 1, 2, 3
 

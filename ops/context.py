@@ -13,10 +13,10 @@ from policies import Policies, load_policies
 from policies.admission import Admission
 from policies.ops_rules import Costs, OpsPolicy, load_costs, load_ops_policy
 from policies.pseudonyms import VisitorHasher
+from redisdb.connection import connect
 from sales.policy import RequestRules, load_request_rules
 from sales.store import RequestStore
 from server.settings import Settings
-from sessions.redis_conn import connect
 
 
 @dataclass

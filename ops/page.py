@@ -33,10 +33,10 @@ from ops.auth import bearer, ops_enabled, read_body
 from ops.charts import bar_chart, gauge
 from ops.records import SessionView
 from ops.runtime import OpsRuntime
-from policies import keys
 from policies.replies import text
+from redisdb import keys
+from redisdb.connection import REDIS_ERRORS
 from server.errors import NO_STORE, ApiError
-from sessions.redis_conn import REDIS_ERRORS
 
 HEADERS = {
     **NO_STORE,

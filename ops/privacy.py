@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from ops.calls import end_calls
 from ops.context import OpsContext
 from ops.records import scan_sessions
-from policies import keys
 from policies.client_address import parse_ip
 from policies.pseudonyms import normalise_ip
 from policies.replies import text
+from redisdb import keys
 from server.livekit_token import room_name
 
 # Kept by erasure: abuse prevention (each expires on its own within the policy).

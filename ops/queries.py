@@ -14,9 +14,9 @@ from typing import Literal
 
 from ops.context import OpsContext
 from ops.records import CLOSED, SessionView, scan_sessions
-from policies import keys
 from policies.ops_rules import Costs
 from policies.replies import text
+from redisdb import keys
 
 HOUR_S = 3600
 DAY_S = 86_400

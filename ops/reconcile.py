@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 
 from ops.context import OpsContext
-from policies import keys
 from policies.clock import redis_clock
 from policies.replies import text
+from redisdb import keys
 
 log = logging.getLogger("ops.reconcile")
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from policies import keys
 from policies.model import Policies
 from policies.replies import text
+from redisdb import keys
 
 BATCH = 200
 CLOSED = ("ended", "abandoned", "never_joined", "given_back")

@@ -17,8 +17,8 @@ from ops.metrics import Metrics
 from ops.reconcile import expire_unjoined
 from ops.signin import SigninGuard
 from policies.admission import Refused
-from sessions.background import running_task
-from sessions.redis_conn import REDIS_ERRORS
+from redisdb.background import running_task
+from redisdb.connection import REDIS_ERRORS
 
 log = logging.getLogger("ops")
 

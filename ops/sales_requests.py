@@ -27,7 +27,7 @@ from typing import Any
 from ops import audit_log, blocks, privacy
 from ops.audit_log import Actor
 from ops.context import OpsContext
-from policies import keys
+from redisdb import keys
 from sales.form import FORM_FIELDS, FieldProblem, check_field, say
 from sales.identity import parse_reference
 from sales.store import StoredRequest

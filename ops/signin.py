@@ -23,10 +23,10 @@ from ops import audit_log
 from ops.audit_log import Actor
 from ops.auth import bearer, ops_enabled, token_matches, unauthorized
 from ops.context import OpsContext
-from policies import keys
 from policies.client_address import client_address
+from redisdb import keys
+from redisdb.connection import REDIS_ERRORS
 from server.errors import ApiError
-from sessions.redis_conn import REDIS_ERRORS
 
 log = logging.getLogger("ops.signin")
 

@@ -28,9 +28,9 @@ from livekit.protocol.webhook import WebhookEvent
 from ops.auth import read_body
 from ops.reconcile import abandon
 from ops.runtime import OpsRuntime
+from redisdb.connection import REDIS_ERRORS
 from server.errors import ApiError
 from server.livekit_token import room_name
-from sessions.redis_conn import REDIS_ERRORS
 
 log = logging.getLogger("ops.webhook")
 

@@ -17,15 +17,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from policies import keys
 from policies.model import Policies
 from policies.pseudonyms import NetworkId, VisitorId
 from policies.replies import text
+from redisdb import keys
+from redisdb.pipelined import PipelinedRedis
+from redisdb.scripts import lua_file
 
 _HERE = Path(__file__).resolve().parent
 
@@ -80,29 +82,15 @@ class Released:
     previous_reason: str | None = None
 
 
-class ScriptRunner(Protocol):
-    """All admission needs of the token server's pipelined client
-    (sessions/pipelined_redis.py): a protocol, since sessions/ reads policies' key names and
-    policies may not import it back."""
-
-    async def evalsha(
-        self,
-        sha: str,
-        script: bytes | str,
-        keys: Sequence[str],
-        args: Sequence[bytes | str | int | float],
-    ) -> object: ...
-
-
 class Admission:
     def __init__(
-        self, redis: Redis, policies: Policies, pipelined: ScriptRunner | None = None
+        self, redis: Redis, policies: Policies, pipelined: PipelinedRedis | None = None
     ) -> None:
         self._redis = redis
         self._policies = policies
-        self._admit_source = (_HERE / "admission.lua").read_text()
-        self._admit = redis.register_script(self._admit_source)
-        self._release = redis.register_script((_HERE / "release.lua").read_text())
+        self._admit = lua_file(redis, _HERE / "admission.lua")
+        self._admit_source = cast(str, self._admit.script)  # lua_file registers text
+        self._release = lua_file(redis, _HERE / "release.lua")
         # The token endpoint's hot path goes through the pipelined client when given one.
         self._pipelined = pipelined
 

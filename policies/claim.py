@@ -15,9 +15,10 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from policies import keys
 from policies.model import Policies
 from policies.replies import text
+from redisdb import keys
+from redisdb.scripts import lua_file
 
 _HERE = Path(__file__).resolve().parent
 
@@ -60,7 +61,7 @@ class Claim:
 class Claims:
     def __init__(self, redis: Redis, policies: Policies) -> None:
         self._policies = policies
-        self._claim = redis.register_script((_HERE / "claim.lua").read_text())
+        self._claim = lua_file(redis, _HERE / "claim.lua")
 
     async def claim(self, session_id: str, job_id: str) -> Claim:
         """Take the session for this job; raises Redis errors (the caller decides whether

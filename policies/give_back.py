@@ -20,9 +20,9 @@ from enum import StrEnum
 
 from redis.asyncio import Redis
 
-from policies import keys
 from policies.admission import Admission
 from policies.replies import text
+from redisdb import keys
 
 GIVEN_BACK = "given_back"  # the record's status and release reason once given back
 SECRET_BYTES = 24  # 192 random bits, url-safe text of 32 characters

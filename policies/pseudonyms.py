@@ -31,11 +31,11 @@ import yaml
 from redis.asyncio import Redis
 from ua_parser import parse as parse_ua
 
-from policies import keys
 from policies.client_address import IPAddress, carried_ipv4
 from policies.clock import redis_clock
 from policies.model import NetworkAggregates, NetworkLimits, Retention
 from policies.replies import text
+from redisdb import keys
 
 # How often a process re-asserts its cached salt in Redis: if Redis lost its data, every
 # process converges on one salt again within this delay (first writer wins).
@@ -301,7 +301,7 @@ class VisitorHasher:
         """Every salt still in Redis: an address's pseudonyms under each of them cover all
         the data that may still be tied to it."""
         salts = []
-        async for key in self._redis.scan_iter(match=keys.salt(0)[:-1] + "*", count=100):
+        async for key in self._redis.scan_iter(match=keys.pattern(keys.SALT), count=100):
             raw_key = text(key)
             value = await self._redis.get(raw_key)
             if value is not None:

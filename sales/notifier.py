@@ -24,11 +24,11 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
+from redisdb.background import running_task
+from redisdb.connection import REDIS_ERRORS
 from sales.mail import DeliveryFailed, SmtpConfig, compose, deliver, message_id
 from sales.policy import NotifyRules
 from sales.store import RequestStore
-from sessions.background import running_task
-from sessions.redis_conn import REDIS_ERRORS
 
 log = logging.getLogger("sales.notify")
 

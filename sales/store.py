@@ -21,9 +21,10 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from policies import keys
 from policies.model import DAY_S, Retention
 from policies.replies import text
+from redisdb import keys
+from redisdb.scripts import lua_file
 from sales.form import SalesForm
 from sales.identity import email_hash, new_reference, normalise_email
 from sales.policy import RequestRules
@@ -238,7 +239,7 @@ class RequestStore:
         self._rules = rules
         self._pepper = pepper
         self.ttl_s = retention.sales_requests_ttl_s
-        self._submit = redis.register_script((_HERE / "submit.lua").read_text())
+        self._submit = lua_file(redis, _HERE / "submit.lua")
         self._contacted = redis.register_script(_CONTACTED)
         self._rectify = redis.register_script(_RECTIFY)
         self._restrict = redis.register_script(_RESTRICT)

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from agents_catalog import CatalogError
 from ops.install import install_ops
 from policies import PolicyError
+from redisdb.connection import REDIS_ERRORS, eviction_risk
 from sales.mail import smtp_config
 from sales.notifier import Notifier
 from server import requests_endpoint
@@ -39,7 +40,6 @@ from server.services import Services, build_services
 from server.settings import ConfigError, Settings
 from server.token_endpoint import PATH as TOKEN_PATH
 from server.token_endpoint import TokenEndpoint
-from sessions.redis_conn import REDIS_ERRORS, eviction_risk
 
 log = logging.getLogger("token_server")
 

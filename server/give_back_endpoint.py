@@ -16,10 +16,10 @@ from typing import Any
 from starlette.types import Receive, Scope
 
 from policies.give_back import GiveBackAnswer, GiveBackResult
+from redisdb.connection import REDIS_ERRORS
 from server.errors import ApiError
 from server.services import Services
 from server.token_endpoint import PostEndpoint, parse_json_body, read_body, redis_unavailable
-from sessions.redis_conn import REDIS_ERRORS
 
 log = logging.getLogger("token_server")
 

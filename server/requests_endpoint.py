@@ -18,10 +18,11 @@ import logging
 
 from starlette.types import Receive, Scope
 
-from policies import keys
 from policies.client_address import request_address
 from policies.pseudonyms import VisitorId
 from policies.replies import text
+from redisdb import keys
+from redisdb.connection import REDIS_ERRORS
 from sales.form import (
     FormInvalid,
     NotAnObject,
@@ -36,7 +37,6 @@ from sales.store import Limited
 from server.errors import ApiError
 from server.services import Services
 from server.token_endpoint import PostEndpoint, parse_json_body, read_body
-from sessions.redis_conn import REDIS_ERRORS
 
 log = logging.getLogger("sales")
 

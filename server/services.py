@@ -14,13 +14,13 @@ from policies import Policies, load_policies
 from policies.admission import Admission
 from policies.give_back import GiveBack
 from policies.pseudonyms import VisitorHasher
+from redisdb.connection import connect
+from redisdb.pipelined import PipelinedRedis
 from sales.mail import smtp_config
 from sales.notifier import Notifier
 from sales.policy import RequestRules, load_request_rules
 from sales.store import RequestStore
 from server.settings import Settings
-from sessions.pipelined_redis import PipelinedRedis
-from sessions.redis_conn import connect
 
 
 @dataclass

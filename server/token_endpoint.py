@@ -24,10 +24,10 @@ from policies.admission import Refused
 from policies.client_address import request_address
 from policies.give_back import HASH_FIELD, new_release_secret
 from policies.pseudonyms import Salt, known_ua_family, ua_family
+from redisdb.connection import REDIS_ERRORS
 from server.errors import ApiError, read_bounded
 from server.livekit_token import mint_token, new_session_id, room_name
 from server.services import Services
-from sessions.redis_conn import REDIS_ERRORS
 from sessions.store import SessionStore
 
 log = logging.getLogger("token_server")

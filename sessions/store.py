@@ -12,8 +12,8 @@ from enum import IntEnum
 
 from redis.asyncio import Redis
 
-from policies import keys
 from policies.replies import text
+from redisdb import keys
 
 # HSET only if the record still exists; HSET keeps the key's TTL.
 _UPDATE_IF_EXISTS = """

@@ -1,15 +1,20 @@
-"""Test support for the agent worker: a scripted `llm.LLM`, call specs and a quick run loop.
+"""Test support for the agent worker: a scripted `llm.LLM`, call specs and calls run
+in-process, each session closed however its test ends.
 
 The scripted LLM is a real `livekit.agents.llm.LLM`: AgentSession drives it exactly as it
 drives the OpenAI plugin (streamed ChatChunks, tool calls, a usage chunk per request), so
-the persona agent, its tools, the guards and the recording run unchanged.
+the persona agent, its tools, the guards and the recording run unchanged. It answers from
+a `Script` (tests/fakes/llm_script.py), the vocabulary the OpenAI fake speaks too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -17,10 +22,12 @@ from livekit.agents import APIConnectionError, APIConnectOptions, llm
 from livekit.agents.llm import ChatChunk, ChoiceDelta, CompletionUsage, FunctionToolCall
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
-from agent.conversation import GuardTimings
+from agent.assembly import CallParts, assemble_call
+from agent.conversation import GuardTimings, default_conversation
 from agent.dispatch import JobSpec
 from agents_catalog import load_catalog
 from policies import load_policies
+from tests.fakes.llm_script import Reply, Script
 
 CATALOG = load_catalog()
 POLICIES = load_policies()
@@ -29,30 +36,8 @@ TODAY = date(2026, 11, 27)  # a Friday: slot dates in tests are fixed
 # Guards short enough for tests that still let a scripted turn finish first.
 FAST = GuardTimings(max_duration_warning_s=0.4, user_away_timeout_s=0.3, hangup_grace_s=2.0)
 RELAXED = GuardTimings(max_duration_warning_s=0, user_away_timeout_s=60, hangup_grace_s=2.0)
-
-
-@dataclass(frozen=True)
-class Tool:
-    name: str
-    arguments: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One LLM response: optional text, then optional tool calls."""
-
-    text: str = ""
-    tools: tuple[Tool, ...] = ()
-    fail: bool = False  # the provider fails (connection refused) instead of answering
-
-
-@dataclass(frozen=True)
-class Turn:
-    """Steps answering a user message containing `user_says` (case-insensitive);
-    steps[i] answers the request made after i tool rounds."""
-
-    user_says: str
-    steps: tuple[Step, ...]
+# For calls in which the model is never asked: any request is in `ScriptedLLM.errors`.
+UNSCRIPTED = Script()
 
 
 @dataclass
@@ -81,9 +66,9 @@ def _new_round(chat_ctx: llm.ChatContext, output: Any) -> bool:
 
 
 class ScriptedLLM(llm.LLM[Any]):
-    def __init__(self, turns: list[Turn], *, prompt_tokens: int = 100) -> None:
+    def __init__(self, script: Script, *, prompt_tokens: int = 100) -> None:
         super().__init__()
-        self.turns = turns
+        self.script = script
         self.prompt_tokens = prompt_tokens
         self.requests: list[Request] = []
         self.errors: list[str] = []
@@ -110,13 +95,6 @@ class ScriptedLLM(llm.LLM[Any]):
             self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options
         )
 
-    def step_for(self, user_text: str, step: int) -> Step | None:
-        said = user_text.casefold()
-        for turn in self.turns:
-            if turn.user_says.casefold() in said:
-                return turn.steps[step] if step < len(turn.steps) else None
-        return None
-
 
 class _ScriptedStream(llm.LLMStream):
     async def _run(self) -> None:
@@ -133,15 +111,15 @@ class _ScriptedStream(llm.LLMStream):
             if isinstance(t, llm.FunctionTool | llm.RawFunctionTool)
         ]
         scripted.requests.append(Request(instructions, names, user_text, step))
-        reply = scripted.step_for(user_text, step)
+        _turn, reply = scripted.script.reply_for(user_text, step)
         if reply is None:
-            scripted.errors.append(f"no scripted step for {user_text!r} at step {step}")
-            reply = Step(text="(no script)")
+            scripted.errors.append(f"no scripted reply for {user_text!r} at step {step}")
+            reply = Reply(say="(no script)")
         if reply.fail:
             raise APIConnectionError("scripted provider failure")
         request_id = f"req-{uuid.uuid4().hex[:8]}"
         completion = 0
-        for word in reply.text.split(" ") if reply.text else []:
+        for word in reply.say.split(" ") if reply.say else []:
             completion += 1
             self._event_ch.send_nowait(
                 ChatChunk(id=request_id, delta=ChoiceDelta(role="assistant", content=word + " "))
@@ -179,21 +157,26 @@ def spec_for(persona_id: str, *, session_id: str = "test-session-0001", max_dura
 # --- running a call in-process (text only: no room, no audio) ---------------------------
 
 
-async def start_call(
+@asynccontextmanager
+async def running_session(parts: CallParts) -> AsyncIterator[CallParts]:
+    """The call's session started as the worker starts it (text only), and closed however
+    the test leaves the block."""
+    parts.call.begin()
+    await parts.session.start(parts.agent, record=False)
+    async with parts.session:  # closes it
+        yield parts
+
+
+def assembled_call(
     persona_id: str,
-    turns: list[Turn],
+    script: Script = UNSCRIPTED,
     *,
     timings: GuardTimings = RELAXED,
     spec: JobSpec | None = None,
     recorder: Any = None,
-) -> tuple[Any, ScriptedLLM]:
-    """A call as the worker assembles it, started, with its greeting said."""
-    import asyncio
-
-    from agent.assembly import assemble_call
-    from agent.conversation import default_conversation
-
-    scripted = ScriptedLLM(turns)
+) -> tuple[CallParts, ScriptedLLM]:
+    """A call as the worker assembles it, not started, answered by `script`."""
+    scripted = ScriptedLLM(script)
     parts = assemble_call(
         spec or spec_for(persona_id),
         default_conversation(),
@@ -206,13 +189,29 @@ async def start_call(
         today=TODAY,
         llm_max_retry=0,
     )
-    parts.call.begin()
-    await parts.session.start(parts.agent, record=False)
-    for _ in range(200):
-        if said(parts):
-            break
-        await asyncio.sleep(0.01)
     return parts, scripted
+
+
+@asynccontextmanager
+async def running_call(
+    persona_id: str,
+    script: Script = UNSCRIPTED,
+    *,
+    timings: GuardTimings = RELAXED,
+    spec: JobSpec | None = None,
+    recorder: Any = None,
+) -> AsyncIterator[tuple[Any, ScriptedLLM]]:
+    """`assembled_call` running, its greeting said. (The parts as Any: mypy cannot infer
+    the output type of `session.run()`, which the tests call with none.)"""
+    parts, scripted = assembled_call(
+        persona_id, script, timings=timings, spec=spec, recorder=recorder
+    )
+    async with running_session(parts):
+        for _ in range(200):
+            if said(parts):
+                break
+            await asyncio.sleep(0.01)
+        yield parts, scripted
 
 
 def said(parts: Any) -> list[str]:
@@ -234,6 +233,4 @@ def tool_outputs(result: Any, name: str) -> list[dict[str, Any]]:
 
 
 async def finished(parts: Any, timeout: float = 5.0) -> None:
-    import asyncio
-
     await asyncio.wait_for(parts.call.finished.wait(), timeout)

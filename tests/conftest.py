@@ -46,6 +46,6 @@ def own_redis() -> Iterator[RedisServer]:
 @pytest.fixture
 async def vendor_fakes() -> AsyncIterator[VendorFakes]:
     """OpenAI and Deepgram fakes on a free loopback port (tests/fakes/); script them with
-    `vendor_fakes.chat.script = ChatScript(...)` and `vendor_fakes.listen.use_script(...)`."""
+    `vendor_fakes.chat.script = Script(...)` and `vendor_fakes.listen.use_script(...)`."""
     async with running_vendor_fakes() as fakes:
         yield fakes

@@ -22,7 +22,7 @@ import yaml
 from livekit import api, rtc
 from prometheus_client.parser import text_string_to_metric_families
 
-from policies import keys
+from redisdb import keys
 from tests.livekit_stack import API_KEY, API_SECRET, Stack
 from tests.support import ROOT, RedisServer, write_policies
 from tests.token_support import roomy_caps

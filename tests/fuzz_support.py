@@ -27,7 +27,7 @@ import jsonschema_rs
 import redis
 import yaml
 
-from policies import keys
+from redisdb import keys
 from tests.sales_support import write_request_policies
 from tests.support import ROOT, write_policies
 from tests.token_support import roomy_caps, settings_env

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import redis
 
-from policies import keys
+from redisdb import keys
 from tests.support import ServerProcess, write_policies
 from tests.token_support import (
     away_from_bucket_edge,

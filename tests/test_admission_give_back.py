@@ -17,9 +17,10 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from policies import keys, load_policies
+from policies import load_policies
 from policies.claim import Claims
-from sessions.redis_conn import connect
+from redisdb import keys
+from redisdb.connection import connect
 from tests.support import RedisServer, ServerProcess
 from tests.token_support import (
     dump_redis,

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import redis
 
-from policies import keys, load_policies
+from policies import load_policies
 from policies.claim import Claims
-from sessions.redis_conn import connect
+from redisdb import keys
+from redisdb.connection import connect
 from tests.ops_support import run_ops
 from tests.support import ServerProcess, write_policies
 from tests.token_support import (

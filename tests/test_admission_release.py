@@ -12,9 +12,10 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from policies import Policies, keys, load_policies
+from policies import Policies, load_policies
 from policies.admission import Admission, Admitted, Refusal, Refused
-from sessions.redis_conn import connect
+from redisdb import keys
+from redisdb.connection import connect
 from tests.token_support import redis_now
 
 

@@ -21,11 +21,12 @@ from redis.asyncio import Redis
 
 from ops.context import build_context
 from ops.reconcile import expire_unjoined
-from policies import Policies, keys, load_policies
+from policies import Policies, load_policies
 from policies.admission import Admission
 from policies.claim import Claims
+from redisdb import keys
+from redisdb.connection import connect
 from server.settings import Settings
-from sessions.redis_conn import connect
 from tests.ops_support import post_event, room_finished
 from tests.support import ServerProcess, write_policies
 from tests.token_support import redis_now, session_record, settings_env

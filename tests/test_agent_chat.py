@@ -9,7 +9,7 @@ import os
 import sys
 
 from tests.agent_support import CATALOG
-from tests.fakes.openai_chat import CallTool, ChatScript, ChatTurn, Say
+from tests.fakes.llm_script import Reply, Script, ToolCall, Turn
 from tests.fakes.server import running_vendor_fakes
 from tests.support import ROOT
 
@@ -32,10 +32,10 @@ async def run_chat(env: dict[str, str], persona: str, lines: list[str], *extra: 
 
 
 async def test_chat_preview_runs_a_scripted_exchange_end_to_end():
-    script = ChatScript([
-        ChatTurn("trois pièces", (CallTool("find_listings", SEARCH), Say(ANSWER))),
-        ChatTurn("au revoir", (CallTool("end_call", {}, say_first=GOODBYE),)),
-    ])  # fmt: skip
+    script = Script(
+        Turn("trois pièces", Reply(tools=(ToolCall("find_listings", SEARCH),)), Reply(ANSWER)),
+        Turn("au revoir", Reply(GOODBYE, tools=(ToolCall("end_call"),))),
+    )
     async with running_vendor_fakes(chat_script=script) as fakes:
         env = {**os.environ, **fakes.env()}
         code, out, err = await run_chat(

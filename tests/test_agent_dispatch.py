@@ -21,10 +21,10 @@ from livekit.protocol import agent as agent_proto
 
 from agent.dispatch import JobRejected, parse_job_metadata
 from agents_catalog import Catalog
-from policies import keys
 from policies.admission import Admission
 from policies.claim import Claims
-from sessions.redis_conn import connect
+from redisdb import keys
+from redisdb.connection import connect
 from tests.agent_support import CATALOG, POLICIES
 from tests.fakes.livekit_agent_ws import LiveKitAgentFake, running_livekit_agent_fake
 from tests.support import ROOT, free_port

@@ -11,19 +11,15 @@ from collections.abc import AsyncIterator
 from livekit import rtc
 from livekit.agents.voice.io import AudioInput
 
-from agent.assembly import assemble_call
-from agent.conversation import default_conversation
 from agent.early_audio import FirstFrame
-from tests.agent_support import RELAXED, TODAY, ScriptedLLM, said, spec_for
+from tests.agent_support import assembled_call, running_session, said, spec_for
 
 
 async def _greeted_after(
     hold: asyncio.Event | None, fail: bool = False
 ) -> tuple[list[str], list[str]]:
     """(what was said before `hold` was set, what was said after)."""
-    parts = assemble_call(spec_for("agence-immo-fr"), default_conversation(), stt=None,
-                          llm=ScriptedLLM([]), tts=None, vad_model=None, timings=RELAXED,
-                          today=TODAY, llm_max_retry=0)  # fmt: skip
+    parts, _ = assembled_call("agence-immo-fr")
 
     async def before_greeting() -> None:
         if fail:
@@ -32,9 +28,7 @@ async def _greeted_after(
         await hold.wait()
 
     parts.agent.before_greeting = before_greeting
-    parts.call.begin()
-    await parts.session.start(parts.agent, record=False)
-    try:
+    async with running_session(parts):
         await asyncio.sleep(0.3)
         before = said(parts)
         if hold is not None:
@@ -44,8 +38,6 @@ async def _greeted_after(
                 break
             await asyncio.sleep(0.01)
         return before, said(parts)
-    finally:
-        await parts.session.aclose()
 
 
 async def test_the_greeting_waits_for_the_early_audio_then_is_said():

@@ -18,10 +18,10 @@ from agent.claiming import claim_at_start
 from agent.conversation import default_conversation
 from agent.dispatch import parse_job_metadata
 from agent.worker import entrypoint
-from policies import keys
 from policies.admission import Admission, Admitted
 from policies.claim import Claims
-from sessions.redis_conn import connect
+from redisdb import keys
+from redisdb.connection import connect
 from tests.agent_support import CATALOG, POLICIES
 from tests.fakes.server import running_vendor_fakes
 
@@ -64,16 +64,16 @@ async def test_entrypoint_runs_a_call_with_the_real_plugins(redis_url, redis_cli
         async with http_context.open():
             with fake_job_context(job_metadata=metadata(issued_at=decision.issued_at)) as ctx:
                 await entrypoint(ctx)
-                session = ctx.primary_session
-                # No remote session host: a visitor could otherwise read the prompt and
-                # drive the LLM over the room's data channel.
-                assert session._session_host is None
-                assert session._room_io is not None
-                room_options = session._room_io._options
-                assert room_options.text_input is False and room_options.video_input is False
-                assert room_options.close_on_disconnect is True
-                record = await record_of(redis_client, SESSION_ID, "ended")
-                await session.aclose()
+                async with ctx.primary_session as session:
+                    # No remote session host: a visitor could otherwise read the prompt and
+                    # drive the LLM over the room's data channel.
+                    assert session._session_host is None
+                    assert session._room_io is not None
+                    room_options = session._room_io._options
+                    assert room_options.text_input is False
+                    assert room_options.video_input is False
+                    assert room_options.close_on_disconnect is True
+                    record = await record_of(redis_client, SESSION_ID, "ended")
 
     assert record["end_reason"] == "max_duration" and record["claimed_by"] == "fake-job"
     assert 0 <= float(record["join_delay_s"]) < 5

@@ -10,17 +10,8 @@ import pytest
 
 from agent.conversation import default_conversation
 from agents_catalog.models import Listing, Persona, VisitSlot
-from tests.agent_support import (
-    CATALOG,
-    TODAY,
-    Step,
-    Tool,
-    Turn,
-    finished,
-    said,
-    start_call,
-    tool_outputs,
-)
+from tests.agent_support import CATALOG, TODAY, finished, running_call, said, tool_outputs
+from tests.fakes.llm_script import Reply, Script, ToolCall, Turn
 
 CONVERSATION = default_conversation()
 ALL = [p.id for p in CATALOG]
@@ -51,10 +42,10 @@ def persona(persona_id: str) -> Persona:
 @pytest.mark.parametrize("persona_id", ALL)
 async def test_greeting_comes_first_with_no_llm_round_trip(persona_id):
     p = persona(persona_id)
-    turns = [Turn("bonjour", (Step(text="Je vous écoute."),)),
-             Turn("hello", (Step(text="I'm listening."),))]  # fmt: skip
-    parts, scripted = await start_call(persona_id, turns)
-    try:
+    script = Script(
+        Turn("bonjour", Reply("Je vous écoute.")), Turn("hello", Reply("I'm listening."))
+    )
+    async with running_call(persona_id, script) as (parts, scripted):
         assert said(parts) == [p.greeting]
         assert language_of(said(parts)[0]) == p.language
         assert scripted.requests == []  # the first word needed no LLM request
@@ -72,8 +63,6 @@ async def test_greeting_comes_first_with_no_llm_round_trip(persona_id):
         assert day in request.instructions
         assert sorted(request.tools) == sorted(p.tools)
         assert scripted.errors == []
-    finally:
-        await parts.session.aclose()
 
 
 def _booking_case(persona_id: str) -> tuple[Persona, VisitSlot, VisitSlot, Listing]:
@@ -100,18 +89,17 @@ async def test_booking_flow_through_the_tools(persona_id):
     }
     slot = {"listing_ref": listing.ref, "date": day, "time": at}
     who = {"name": "Alex Martin", "phone": "06 12 34 56 78"}
-    turns = [
-        Turn("looking for", (Step(tools=(Tool("find_listings", search),)),
-                             Step(text="I have one that fits."))),
-        Turn("viewing", (Step(text="Let me check.", tools=(Tool("check_visit_slot", slot),)),
-                         Step(text="That time is free."))),
-        Turn("book it", (Step(tools=(Tool("book_visit", {**slot, **who}),)),
-                         Step(text="Your viewing is confirmed."))),
-        Turn("same slot", (Step(tools=(Tool("book_visit", {**slot, **who}),)),
-                           Step(text="That one has just gone."))),
-    ]  # fmt: skip
-    parts, scripted = await start_call(persona_id, turns)
-    try:
+    script = Script(
+        Turn("looking for", Reply(tools=(ToolCall("find_listings", search),)),
+             Reply("I have one that fits.")),
+        Turn("viewing", Reply("Let me check.", tools=(ToolCall("check_visit_slot", slot),)),
+             Reply("That time is free.")),
+        Turn("book it", Reply(tools=(ToolCall("book_visit", {**slot, **who}),)),
+             Reply("Your viewing is confirmed.")),
+        Turn("same slot", Reply(tools=(ToolCall("book_visit", {**slot, **who}),)),
+             Reply("That one has just gone.")),
+    )  # fmt: skip
+    async with running_call(persona_id, script) as (parts, scripted):
         result = await parts.session.run(user_input="I am looking for a home")
         found = tool_outputs(result, "find_listings")[0]
         assert found["status"] == "found"
@@ -138,8 +126,6 @@ async def test_booking_flow_through_the_tools(persona_id):
         assert (day, at) not in [(a["date"], a["time"]) for a in again["alternatives"]]
         assert said(parts)[-1] == "That one has just gone."
         assert scripted.errors == []
-    finally:
-        await parts.session.aclose()
 
 
 @pytest.mark.parametrize("persona_id", BOOKERS)
@@ -154,16 +140,15 @@ async def test_taken_or_impossible_slot_gets_free_alternatives(persona_id):
         ("date_in_the_past", {"listing_ref": taken.listing_ref,
                               "date": (TODAY - timedelta(days=3)).isoformat(), "time": "10:00"}),
     ]  # fmt: skip
-    turns = [Turn(f"case {status}", (Step(tools=(Tool("check_visit_slot", args),)),
-                                      Step(text="Another time then?")))
-             for status, args in asks]  # fmt: skip
+    script = Script(*(Turn(f"case {status}", Reply(tools=(ToolCall("check_visit_slot", args),)),
+                           Reply("Another time then?"))
+                      for status, args in asks))  # fmt: skip
     free_ids = {
         ((TODAY + timedelta(days=s.day_offset)).isoformat(), s.start.strftime("%H:%M"))
         for s in p.demo_data.visit_slots
         if s.listing_ref == taken.listing_ref and not s.taken
     }
-    parts, scripted = await start_call(persona_id, turns)
-    try:
+    async with running_call(persona_id, script) as (parts, scripted):
         for status, _args in asks:
             result = await parts.session.run(user_input=f"case {status}")
             answer = tool_outputs(result, "check_visit_slot")[0]
@@ -171,8 +156,6 @@ async def test_taken_or_impossible_slot_gets_free_alternatives(persona_id):
             offered = {(a["date"], a["time"]) for a in answer["alternatives"]}
             assert offered and offered <= free_ids
         assert scripted.errors == []
-    finally:
-        await parts.session.aclose()
 
 
 @pytest.mark.parametrize("persona_id", ALL)
@@ -181,39 +164,33 @@ async def test_message_taken_with_callback_number(persona_id):
     department = p.demo_data.transfer_departments[0]
     args = {"name": "Camille Petit", "phone": "07 81 22 33 44", "subject": "call me back",
             "department": department}  # fmt: skip
-    turns = [
-        Turn("message", (Step(tools=(Tool("take_message", {**args, "phone": "12"}),)),
-                         Step(tools=(Tool("take_message", args),)),
-                         Step(text="Your message is noted."))),
-    ]  # fmt: skip
-    parts, scripted = await start_call(persona_id, turns)
-    try:
+    script = Script(
+        Turn("message", Reply(tools=(ToolCall("take_message", {**args, "phone": "12"}),)),
+             Reply(tools=(ToolCall("take_message", args),)),
+             Reply("Your message is noted.")),
+    )  # fmt: skip
+    async with running_call(persona_id, script) as (parts, scripted):
         result = await parts.session.run(user_input="I'd like to leave a message")
         first, second = tool_outputs(result, "take_message")
         assert first["status"] == "invalid_phone"  # the number is asked again
         assert second["status"] == "message_taken" and second["for"] == department
         assert said(parts)[-1] == "Your message is noted."
         assert scripted.errors == []
-    finally:
-        await parts.session.aclose()
 
 
 @pytest.mark.parametrize("persona_id", ALL)
 async def test_transfer_is_simulated(persona_id):
     p = persona(persona_id)
     department = p.demo_data.transfer_departments[-1]
-    transfer = Tool("transfer_to_human", {"department": department})
-    reply = Step(text="In the real service you would be put through now.")
-    turns = [Turn("someone", (Step(tools=(transfer,)), reply))]
-    parts, scripted = await start_call(persona_id, turns)
-    try:
+    transfer = ToolCall("transfer_to_human", {"department": department})
+    reply = Reply("In the real service you would be put through now.")
+    script = Script(Turn("someone", Reply(tools=(transfer,)), reply))
+    async with running_call(persona_id, script) as (parts, scripted):
         result = await parts.session.run(user_input="Can I talk to someone?")
         answer = tool_outputs(result, "transfer_to_human")[0]
         assert answer["status"] == "simulated_transfer" and answer["department"] == department
         assert not parts.call.ending  # a transfer never hangs up the demo
         assert scripted.errors == []
-    finally:
-        await parts.session.aclose()
 
 
 @pytest.mark.parametrize("persona_id", INCIDENTS)
@@ -223,46 +200,37 @@ async def test_incident_reported_with_advice(persona_id):
     location = p.demo_data.buildings[0].address if p.demo_data.buildings else "5 rue de France"
     args = {"incident_code": incident.code, "location": location, "description": "water",
             "name": "Sam Lee", "phone": "06 55 44 33 22"}  # fmt: skip
-    turns = [Turn("water", (Step(tools=(Tool("report_incident", args),)),
-                            Step(text="It is logged; here is what to do.")))]  # fmt: skip
-    parts, scripted = await start_call(persona_id, turns)
-    try:
+    script = Script(Turn("water", Reply(tools=(ToolCall("report_incident", args),)),
+                         Reply("It is logged; here is what to do.")))  # fmt: skip
+    async with running_call(persona_id, script) as (parts, scripted):
         result = await parts.session.run(user_input="There is water everywhere")
         answer = tool_outputs(result, "report_incident")[0]
         assert answer["status"] == "logged"
         assert answer["advice"] == incident.advice
         assert answer["response_time"] == incident.response_time
         assert scripted.errors == []
-    finally:
-        await parts.session.aclose()
 
 
 @pytest.mark.parametrize("persona_id", ALL)
 async def test_end_call_after_the_models_goodbye_says_it_once(persona_id):
     goodbye = "Thank you, goodbye!"
-    turns = [Turn("bye", (Step(text=goodbye, tools=(Tool("end_call"),)),))]
-    parts, scripted = await start_call(persona_id, turns)
-    try:
+    script = Script(Turn("bye", Reply(goodbye, tools=(ToolCall("end_call"),))))
+    async with running_call(persona_id, script) as (parts, scripted):
         await parts.session.run(user_input="That's all, bye")
         await finished(parts)
         assert parts.call.end_reason == "end_call"
         assert said(parts)[1:] == [goodbye]  # greeting, then one goodbye: no second one
         assert parts.call.record["end_reason"] == "end_call"
         assert scripted.errors == []
-    finally:
-        await parts.session.aclose()
 
 
 @pytest.mark.parametrize("persona_id", ALL)
 async def test_end_call_without_a_goodbye_gets_the_persona_language_goodbye(persona_id):
     p = persona(persona_id)
-    turns = [Turn("bye", (Step(tools=(Tool("end_call"),)),))]
-    parts, _scripted = await start_call(persona_id, turns)
-    try:
+    script = Script(Turn("bye", Reply(tools=(ToolCall("end_call"),))))
+    async with running_call(persona_id, script) as (parts, _scripted):
         await parts.session.run(user_input="bye")
         await finished(parts)
         assert parts.call.end_reason == "end_call"
         assert said(parts)[-1] == CONVERSATION.phrases[p.language].goodbye
         assert said(parts).count(CONVERSATION.phrases[p.language].goodbye) == 1
-    finally:
-        await parts.session.aclose()

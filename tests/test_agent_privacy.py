@@ -13,7 +13,8 @@ from agent.conversation import default_conversation
 from agent.deepgram_stream import PromptDeepgramSTT
 from agent.providers import build_llm, build_session, build_stt, build_tts
 from server.settings import Settings
-from tests.agent_support import CATALOG, RELAXED, Step, Tool, Turn, finished, start_call
+from tests.agent_support import CATALOG, RELAXED, finished, running_call
+from tests.fakes.llm_script import Reply, Script, ToolCall, Turn
 
 SETTINGS = Settings(
     openai_api_key="sk-test",
@@ -66,18 +67,15 @@ async def test_a_call_logs_no_conversation_text(caplog):
     secret_words = ["Marguerite Duras", "07 98 76 54 32", "fuite sous l'évier", "Tout est noté"]
     message = {"name": "Marguerite Duras", "phone": "07 98 76 54 32",
                "subject": "fuite sous l'évier", "department": "syndic"}  # fmt: skip
-    turns = [
-        Turn("fuite", (Step(tools=(Tool("take_message", message),)), Step(text="Tout est noté."))),
-        Turn("merci", (Step(text="Au revoir.", tools=(Tool("end_call"),)),)),
-    ]
+    script = Script(
+        Turn("fuite", Reply(tools=(ToolCall("take_message", message),)), Reply("Tout est noté.")),
+        Turn("merci", Reply("Au revoir.", tools=(ToolCall("end_call"),))),
+    )
     caplog.set_level(logging.INFO)
-    parts, _ = await start_call("gestion-incidents-fr", turns, timings=RELAXED)
-    try:
+    async with running_call("gestion-incidents-fr", script, timings=RELAXED) as (parts, _):
         await parts.session.run(user_input="J'ai une fuite sous l'évier")
         await parts.session.run(user_input="merci")
         await finished(parts)
-    finally:
-        await parts.session.aclose()
     assert parts.call.end_reason == "end_call"
     logged = "\n".join(
         f"{r.getMessage()} {vars(r)}" for r in caplog.records if r.levelno >= logging.INFO

@@ -15,7 +15,8 @@ from livekit.agents import llm
 
 from agent.page_signals import PageSignals, latency_message, reply_latency
 from agent.recap import RECAP_VERSION
-from tests.agent_support import CATALOG, TODAY, Step, Tool, Turn, finished, start_call, tool_outputs
+from tests.agent_support import CATALOG, TODAY, finished, running_call, tool_outputs
+from tests.fakes.llm_script import Reply, Script, ToolCall, Turn
 
 TOMORROW = (TODAY + timedelta(days=1)).isoformat()
 
@@ -27,19 +28,16 @@ def _persona(persona_id: str) -> Any:
 
 
 async def _run_call(
-    persona_id: str, turns: list[Turn], lines: list[str]
+    persona_id: str, script: Script, lines: list[str]
 ) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
     """Say each line in turn, end the call; (the call's parts, each tool's outputs)."""
-    parts, scripted = await start_call(persona_id, turns)
     outputs: dict[str, list[dict[str, Any]]] = {}
-    try:
+    async with running_call(persona_id, script) as (parts, scripted):
         for line in lines:
             result = await parts.session.run(user_input=line)
             for name in ("book_visit", "take_message", "transfer_to_human", "report_incident"):
                 outputs.setdefault(name, []).extend(tool_outputs(result, name))
         await finished(parts)
-    finally:
-        await parts.session.aclose()
     assert scripted.errors == []
     assert parts.call.end_reason == "end_call"
     return parts, outputs
@@ -54,23 +52,24 @@ async def test_french_recap_holds_the_booking_the_message_and_the_transfer_that_
                "name": "Marie Dupont", "phone": "06 98 76 54 32"}  # fmt: skip
     message = {"name": "Marie Dupont", "phone": "06 98 76 54 32", "department": "syndic",
                "subject": "Question sur les charges de copropriété"}  # fmt: skip
-    turns = [
-        Turn("visite", (Step(tools=(Tool("book_visit", {**booking, "phone": "12"}),)),
-                        Step(tools=(Tool("book_visit", {**booking, "time": "03:00"}),)),
-                        Step(tools=(Tool("book_visit", booking),)),
-                        Step(text="C'est réservé."))),
-        Turn("message", (Step(tools=(Tool("take_message", {**message, "department": "compta"}),)),
-                         Step(tools=(Tool("take_message", message),)),
-                         Step(text="C'est noté."))),
-        Turn("quelqu'un", (Step(tools=(Tool("transfer_to_human", {"department": "direction"}),)),
-                           Step(tools=(Tool("transfer_to_human",
-                                            {"department": "gestion locative"}),)),
-                           Step(text="Je vous transfère."))),
-        Turn("au revoir", (Step(text="Au revoir !", tools=(Tool("end_call"),)),)),
-    ]  # fmt: skip
+    script = Script(
+        Turn("visite", Reply(tools=(ToolCall("book_visit", {**booking, "phone": "12"}),)),
+             Reply(tools=(ToolCall("book_visit", {**booking, "time": "03:00"}),)),
+             Reply(tools=(ToolCall("book_visit", booking),)),
+             Reply("C'est réservé.")),
+        Turn("message",
+             Reply(tools=(ToolCall("take_message", {**message, "department": "compta"}),)),
+             Reply(tools=(ToolCall("take_message", message),)),
+             Reply("C'est noté.")),
+        Turn("quelqu'un",
+             Reply(tools=(ToolCall("transfer_to_human", {"department": "direction"}),)),
+             Reply(tools=(ToolCall("transfer_to_human", {"department": "gestion locative"}),)),
+             Reply("Je vous transfère.")),
+        Turn("au revoir", Reply("Au revoir !", tools=(ToolCall("end_call"),))),
+    )  # fmt: skip
     lines = ["Je voudrais une visite", "Je laisse un message", "Je veux parler à quelqu'un",
              "Merci, au revoir"]  # fmt: skip
-    parts, outputs = await _run_call("agence-immo-fr", turns, lines)
+    parts, outputs = await _run_call("agence-immo-fr", script, lines)
 
     # The desk refused the first attempts of each; only what it did is in the recap.
     assert _statuses(outputs, "book_visit") == ["invalid_phone", "no_slot_at_that_time", "booked"]
@@ -113,14 +112,14 @@ async def test_english_recap_of_a_booking_and_a_message_for_the_agency():
                "phone": "06 12 34 56 78"}  # fmt: skip
     message = {"name": "John Smith", "phone": "06 12 34 56 78", "subject": "A valuation",
                "department": None}  # fmt: skip
-    turns = [
-        Turn("viewing", (Step(tools=(Tool("book_visit", booking),)), Step(text="Booked."))),
-        Turn("again", (Step(tools=(Tool("book_visit", booking),)), Step(text="It's gone."))),
-        Turn("message", (Step(tools=(Tool("take_message", message),)), Step(text="Noted."))),
-        Turn("bye", (Step(tools=(Tool("end_call"),)),)),
-    ]  # fmt: skip
+    script = Script(
+        Turn("viewing", Reply(tools=(ToolCall("book_visit", booking),)), Reply("Booked.")),
+        Turn("again", Reply(tools=(ToolCall("book_visit", booking),)), Reply("It's gone.")),
+        Turn("message", Reply(tools=(ToolCall("take_message", message),)), Reply("Noted.")),
+        Turn("bye", Reply(tools=(ToolCall("end_call"),))),
+    )  # fmt: skip
     parts, outputs = await _run_call(
-        "realty-desk-en", turns, ["A viewing please", "Book it again", "A message", "bye"]
+        "realty-desk-en", script, ["A viewing please", "Book it again", "A message", "bye"]
     )
     assert _statuses(outputs, "book_visit") == ["booked", "taken"]  # booked once only
     booked = outputs["book_visit"][0]
@@ -156,13 +155,13 @@ async def test_recap_of_an_incident_has_its_reference_and_where_it_is(
     incident = _persona(persona_id).demo_data.incident_types[0]
     args = {"incident_code": incident.code, "location": location, "description": "under the sink",
             "name": "Léa Martin", "phone": "06 98 76 54 32"}  # fmt: skip
-    steps = [Step(tools=(Tool("report_incident", {**args, "location": refused}),))] if refused \
-        else []  # fmt: skip
-    turns = [
-        Turn("leak", (*steps, Step(tools=(Tool("report_incident", args),)), Step(text="Logged."))),
-        Turn("bye", (Step(text="Goodbye.", tools=(Tool("end_call"),)),)),
-    ]
-    parts, outputs = await _run_call(persona_id, turns, ["A leak", "bye"])
+    refusal = [Reply(tools=(ToolCall("report_incident", {**args, "location": refused}),))] \
+        if refused else []  # fmt: skip
+    script = Script(
+        Turn("leak", *refusal, Reply(tools=(ToolCall("report_incident", args),)), Reply("Logged.")),
+        Turn("bye", Reply("Goodbye.", tools=(ToolCall("end_call"),))),
+    )
+    parts, outputs = await _run_call(persona_id, script, ["A leak", "bye"])
     logged = outputs["report_incident"][-1]
     assert logged["status"] == "logged"
     if refused:
@@ -187,9 +186,9 @@ async def test_recap_of_an_incident_has_its_reference_and_where_it_is(
 
 
 async def test_a_call_where_nothing_was_done_has_an_empty_recap():
-    turns = [Turn("hours", (Step(text="We open at nine."),)),
-             Turn("bye", (Step(tools=(Tool("end_call"),)),))]  # fmt: skip
-    parts, _ = await _run_call("realty-desk-en", turns, ["What are your hours?", "bye"])
+    script = Script(Turn("hours", Reply("We open at nine.")),
+                    Turn("bye", Reply(tools=(ToolCall("end_call"),))))  # fmt: skip
+    parts, _ = await _run_call("realty-desk-en", script, ["What are your hours?", "bye"])
     assert parts.recap("silence") == {"v": 1, "lang": "en", "end_reason": "silence", "items": []}
 
 

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 
 from agent.recording import END_FIELDS, START_FIELDS, Backoff, RecordOutbox, SessionRecorder
-from policies import keys
 from policies.admission import Admission, Admitted
 from policies.claim import CLAIM_FIELDS, Claims
-from sessions.redis_conn import connect
+from redisdb import keys
+from redisdb.connection import connect
 from sessions.store import SessionStore
-from tests.agent_support import POLICIES, Step, Tool, Turn, finished, spec_for, start_call
+from tests.agent_support import POLICIES, finished, running_call, spec_for
+from tests.fakes.llm_script import Reply, Script, ToolCall, Turn
 
 VISITOR = "0123456789abcdef0123456789abcdef"
 FAST_RETRY = Backoff(initial_s=0.05, max_s=0.2)
@@ -41,28 +42,25 @@ async def admit(redis, session_id: str, persona_id: str) -> Admitted:
     return decision
 
 
-def conversation_turns() -> list[Turn]:
+def conversation_script() -> Script:
     message = {"name": "Jean Dupont", "phone": "06 12 34 56 78",
                "subject": "Rappelez-moi demain", "department": "syndic"}  # fmt: skip
-    return [
-        Turn("trois pièces", (Step(tools=(Tool("take_message", message),)),
-                              Step(text="Votre message est noté."))),
-        Turn("merci", (Step(text="Au revoir Jean.", tools=(Tool("end_call"),)),)),
-    ]  # fmt: skip
+    return Script(
+        Turn("trois pièces", Reply(tools=(ToolCall("take_message", message),)),
+             Reply("Votre message est noté.")),
+        Turn("merci", Reply("Au revoir Jean.", tools=(ToolCall("end_call"),))),
+    )  # fmt: skip
 
 
 async def run_call(redis, session_id: str, issued_at: float, outbox: RecordOutbox):
     """The call as the worker runs it once it has claimed the session."""
     recorder = SessionRecorder(session_id, SessionStore(redis), Admission(redis, POLICIES), outbox)
     spec = spec_for("agence-immo-fr", session_id=session_id, issued_at=issued_at)
-    parts, scripted = await start_call("agence-immo-fr", conversation_turns(), spec=spec,
-                                       recorder=recorder)  # fmt: skip
-    try:
+    async with running_call("agence-immo-fr", conversation_script(), spec=spec,
+                            recorder=recorder) as (parts, scripted):  # fmt: skip
         await parts.session.run(user_input="Je cherche un trois pièces")
         await parts.session.run(user_input="merci, au revoir")
         await finished(parts)
-    finally:
-        await parts.session.aclose()
     assert scripted.errors == []
     return parts
 

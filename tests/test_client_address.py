@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import redis
 
-from policies import keys
 from policies.client_address import carried_ipv4, client_address, parse_ip
+from redisdb import keys
 from tests.support import write_policies
 from tests.token_support import asgi_client, make_app, session_record
 

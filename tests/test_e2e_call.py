@@ -22,7 +22,7 @@ import pytest
 import redis
 from playwright.sync_api import Page, Route, expect, sync_playwright
 
-from policies import keys
+from redisdb import keys
 from tests.e2e_page import (
     CallerLine,
     caller_wav,
@@ -59,19 +59,10 @@ class Scenario:
     def fakes_config(self) -> dict[str, Any]:
         call = _with_dates(self.call)
         return {
-            "turns": [
-                {"user_says": call.question,
-                 "replies": [{"tool": "find_listings", "arguments": call.search},
-                             {"say": call.answer}]},
-                {"user_says": call.booking,
-                 "replies": [{"tool": "book_visit", "arguments": call.book},
-                             {"say": call.confirmation}]},
-                {"user_says": call.goodbye,
-                 "replies": [{"tool": "end_call", "arguments": {}, "say_first": call.farewell}]},
-            ],
+            **call.script().to_json(),
             "transcripts": [call.question, call.booking, call.goodbye],
             "speech": {"language": self.language, "words_per_minute": AGENT_WORDS_PER_MINUTE},
-        }  # fmt: skip
+        }
 
     def lines(self) -> list[CallerLine]:
         said = (self.call.question, self.call.booking, self.call.goodbye)

@@ -30,7 +30,7 @@ import pytest
 import redis
 from livekit.protocol.models import ParticipantInfo
 
-from policies import keys
+from redisdb import keys
 from tests.cluster_stack import Cluster, running_cluster
 from tests.e2e_support import (
     PERSONA,

@@ -20,7 +20,7 @@ import pytest
 import redis
 from livekit import api, rtc
 
-from policies import keys
+from redisdb import keys
 from tests.livekit_stack import Stack, running_stack
 from tests.token_support import session_record
 

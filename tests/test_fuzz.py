@@ -37,7 +37,7 @@ import redis
 import schemathesis
 
 from agents_catalog import load_catalog
-from policies import keys
+from redisdb import keys
 from server.api_document import URL, load_document
 from tests.fuzz_support import (
     ADMITTED,
@@ -147,7 +147,7 @@ def test_the_watch_holds_a_201_of_the_form_to_what_it_names(fuzz_redis: redis.Re
     assert watch.sales_request_problems("AAAA-BBBB-CCCC", honeypot=True) == []
     assert watch.sales_request_problems("AAAA-BBBB-CCCC", honeypot=False)  # nothing stored
     fuzz_redis.hset(keys.request("AAAA-BBBB-CCCC"), "name", "x")
-    fuzz_redis.incr(keys.PREFIX + "rqg:1")
+    fuzz_redis.incr(keys.requests_global_day(1))
     assert watch.sales_request_problems("AAAA-BBBB-CCCC", honeypot=False) == []
     assert watch.sales_request_problems("AAAA-BBBB-CCCC", honeypot=True)
     assert watch.sales_request_problems("DDDD-EEEE-FFFF", honeypot=False)  # not the one named

@@ -36,7 +36,7 @@ import httpx
 import pytest
 import redis
 
-from policies import keys
+from redisdb import keys
 from tests.fuzz_support import fuzz_policies
 from tests.sales_support import FORM
 from tests.support import ServerProcess

@@ -34,15 +34,15 @@ from schemathesis.specs.openapi.checks import (
 
 from agents_catalog import load_catalog
 from ops.blocks import block
-from policies import keys
 from policies.admission import Refusal
 from policies.claim import Claims
 from policies.model import DAY_S
+from redisdb import keys
+from redisdb.connection import connect
 from server.api_document import URL, load_document
 from server.errors import ApiError
 from server.give_back_endpoint import requested_release
 from server.settings import Settings
-from sessions.redis_conn import connect
 from tests.fuzz_support import fuzz_policies
 from tests.ops_support import room_finished, signed_event
 from tests.sales_support import FORM, OTHER, write_request_policies

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import redis
 
-from policies import keys
+from redisdb import keys
 from tests.ops_support import (
     CHROME_UA,
     HASH_SECRET,

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from policies import keys
+from redisdb import keys
 from tests.ops_support import (
     METRICS_TOKEN,
     OPS_TOKEN,

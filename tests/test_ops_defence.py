@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from policies import keys
+from redisdb import keys
 from tests.ops_support import METRICS_TOKEN, auth, ops_env, ops_json, request_token
 from tests.support import ROOT, RedisServer, ServerProcess, write_policies
 from tests.token_support import away_from_bucket_edge, session_record

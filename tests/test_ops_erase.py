@@ -15,8 +15,9 @@ import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from policies import keys, load_policies
+from policies import load_policies
 from policies.admission import Admission
+from redisdb import keys
 from tests.ops_support import ops_json, request_token, run_ops, running_ops_stack
 from tests.support import free_port
 from tests.token_support import away_from_bucket_edge, session_record

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from policies import keys
+from redisdb import keys
 from tests.e2e_support import Visitor, issued
 from tests.livekit_stack import running_stack, stack_env
 from tests.ops_support import HASH_SECRET, OPS_TOKEN

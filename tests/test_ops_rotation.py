@@ -21,9 +21,10 @@ import redis
 import yaml
 from redis.asyncio import Redis as AsyncRedis
 
-from policies import keys, load_policies
+from policies import load_policies
 from policies.client_address import parse_ip
 from policies.pseudonyms import VisitorHasher
+from redisdb import keys
 from tests.ops_support import (
     HASH_SECRET,
     ops_env,

@@ -14,7 +14,8 @@ import httpx
 import pytest
 import redis
 
-from policies import keys, load_policies
+from policies import load_policies
+from redisdb import keys
 from tests.ops_support import (
     HASH_SECRET,
     auth,

@@ -10,8 +10,8 @@ from redis.asyncio import Redis as AsyncRedis
 
 from agents_catalog import load_catalog
 from agents_catalog.showcase import Showcase, ShowcaseError
-from policies import keys
-from sessions.redis_conn import connect
+from redisdb import keys
+from redisdb.connection import connect
 from tests.support import RedisServer
 
 

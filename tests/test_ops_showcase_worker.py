@@ -15,7 +15,7 @@ import pytest
 
 from agent import worker
 from policies.admission import Admission
-from sessions.redis_conn import connect
+from redisdb.connection import connect
 from tests.ops_support import ops_env, run_ops
 from tests.voice_harness import POLICIES, admit_session
 

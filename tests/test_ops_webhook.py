@@ -14,9 +14,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis as AsyncRedis
 
-from policies import keys, load_policies
+from policies import load_policies
 from policies.admission import Admission
 from policies.claim import Claims
+from redisdb import keys
 from sessions.store import SessionStore, Update
 from tests.ops_support import (
     METRICS_TOKEN,

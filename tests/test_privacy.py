@@ -29,12 +29,13 @@ import httpx
 import pytest
 import redis
 
-from policies import keys, load_policies
+from policies import load_policies
 from policies.admission import Admission
 from policies.claim import CLAIM_FIELDS as CLAIM_WRITES
 from policies.claim import Claims
+from redisdb import keys
+from redisdb.connection import connect
 from server.logs import JsonFormatter, PrivacyFilter
-from sessions.redis_conn import connect
 from tests.support import ServerProcess
 from tests.token_support import (
     dump_redis,

@@ -23,11 +23,12 @@ from redis.asyncio import Redis
 
 from ops.context import build_context
 from ops.reconcile import expire_unjoined
-from policies import keys, load_policies
+from policies import load_policies
 from policies.admission import Admission, Admitted
 from policies.pseudonyms import VisitorHasher
+from redisdb import keys
+from redisdb.connection import connect
 from server.settings import Settings
-from sessions.redis_conn import connect
 from tests.support import ROOT, RedisServer, ServerProcess, free_port, wait_until
 from tests.token_support import settings_env
 

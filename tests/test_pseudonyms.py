@@ -12,9 +12,10 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from policies import keys, load_policies
+from policies import load_policies
 from policies.model import DAY_S, PRIVACY_MAX_DAYS
 from policies.pseudonyms import SALT_RECHECK_S, Salt, VisitorHasher, normalise_ip, ua_family
+from redisdb import keys
 
 RETENTION = load_policies().retention
 PEPPER = "pepper-for-tests-0123456789abcdefghij"

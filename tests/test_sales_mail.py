@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from ops.audit_log import Actor
-from policies import keys
+from redisdb import keys
 from sales.mail import smtp_config
 from sales.notifier import Notifier
 from sales.store import NOTIFY_FIELDS, RECORD_FIELDS

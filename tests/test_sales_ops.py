@@ -19,7 +19,8 @@ import httpx
 import pytest
 import redis
 
-from policies import keys, load_policies
+from policies import load_policies
+from redisdb import keys
 from sales.identity import email_hash
 from tests.ops_support import (
     HASH_SECRET,

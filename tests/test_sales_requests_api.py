@@ -19,8 +19,9 @@ import httpx
 import pytest
 import redis
 
-from policies import keys, load_policies
+from policies import load_policies
 from policies.model import DAY_S
+from redisdb import keys
 from sales.identity import REFERENCE, email_hash
 from sales.store import RECORD_FIELDS
 from tests.sales_support import FORM, OTHER, personal_values, write_request_policies

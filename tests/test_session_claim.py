@@ -18,11 +18,11 @@ from redis.asyncio import Redis
 
 from ops.context import OpsContext, build_context
 from ops.reconcile import expire_unjoined
-from policies import keys
 from policies.admission import Admission
 from policies.claim import CLAIM_FIELDS, ClaimAnswer, Claims
+from redisdb import keys
+from redisdb.connection import connect
 from server.settings import Settings
-from sessions.redis_conn import connect
 from tests.token_support import session_record
 from tests.voice_harness import POLICIES, admit_session
 

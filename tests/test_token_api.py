@@ -23,7 +23,8 @@ import redis
 
 from agents_catalog import load_catalog
 from agents_catalog.loader import DEFAULT_DIR as CATALOG_DIR
-from policies import keys, load_policies
+from policies import load_policies
+from redisdb import keys
 from tests.support import ServerProcess, write_policies
 from tests.token_support import (
     AGENT_NAME,

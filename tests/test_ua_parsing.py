@@ -19,7 +19,8 @@ import pytest
 import redis
 from ua_parser import parse as parse_ua
 
-from policies import keys, pseudonyms
+from policies import pseudonyms
+from redisdb import keys
 from tests.support import write_policies
 from tests.token_support import asgi_client, make_app, session_record
 

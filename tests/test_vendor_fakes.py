@@ -19,7 +19,8 @@ from livekit.plugins import openai as lk_openai
 
 from tests.fakes.audio_io import CallerMicrophone, CallerSpeaker
 from tests.fakes.deepgram_listen import ListenSettings
-from tests.fakes.openai_chat import CallTool, ChatScript, ChatSettings, ChatTurn, Say
+from tests.fakes.llm_script import Reply, Script, ToolCall, Turn
+from tests.fakes.openai_chat import ChatSettings
 from tests.fakes.openai_speech import SpeechSettings
 from tests.fakes.server import VendorFakes, running_vendor_fakes
 from tests.fakes.speech_audio import speech, trim_silence
@@ -36,16 +37,12 @@ async def book_visit(slot_id: str) -> str:
 
 
 async def test_chat_streams_text_tool_calls_and_usage_and_records_the_request():
-    script = ChatScript(
-        [
-            ChatTurn(
-                "book",
-                (
-                    CallTool("book_visit", {"slot_id": "VW-01"}, say_first="Let me see."),
-                    Say("Booked for tomorrow."),
-                ),
-            )
-        ],
+    script = Script(
+        Turn(
+            "book",
+            Reply("Let me see.", tools=(ToolCall("book_visit", {"slot_id": "VW-01"}),)),
+            Reply("Booked for tomorrow."),
+        )
     )
     async with running_vendor_fakes(chat_script=script) as fakes:
         model = lk_openai.LLM(
@@ -96,7 +93,7 @@ async def test_chat_streams_text_tool_calls_and_usage_and_records_the_request():
 
 
 async def test_chat_paces_first_token_and_rate():
-    script = ChatScript(fallback=Say("one two three four five"))
+    script = Script(fallback=Reply("one two three four five"))
     settings = ChatSettings(time_to_first_token_s=0.2, tokens_per_second=50)
     async with running_vendor_fakes(chat_script=script, chat=settings) as fakes:
         model = lk_openai.LLM(model="gpt-4.1-mini", base_url=fakes.openai_base_url, api_key=KEY)
@@ -115,7 +112,7 @@ async def test_chat_paces_first_token_and_rate():
 
 async def test_chat_refuses_what_openai_refuses(vendor_fakes: VendorFakes):
     fakes = vendor_fakes
-    fakes.chat.script = ChatScript(fallback=Say("x"))
+    fakes.chat.script = Script(fallback=Reply("x"))
     url = fakes.openai_base_url + "/chat/completions"
     async with aiohttp.ClientSession() as http:
         async with http.post(url, json={"model": "m", "messages": []}) as res:
@@ -130,7 +127,7 @@ async def test_chat_refuses_what_openai_refuses(vendor_fakes: VendorFakes):
 
 
 async def test_chat_unscripted_turn_is_an_error_the_test_can_see():
-    async with running_vendor_fakes(chat_script=ChatScript()) as fakes:
+    async with running_vendor_fakes(chat_script=Script()) as fakes:
         url = fakes.openai_base_url + "/chat/completions"
         body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hm"}]}
         async with aiohttp.ClientSession() as http:

@@ -14,9 +14,9 @@ import redis
 
 from agent.conversation import GuardTimings
 from agent.ending import EndReason
-from policies import keys
+from redisdb import keys
+from tests.fakes.llm_script import Reply, Script, ToolCall, Turn
 from tests.fakes.loopback_audit import audit_connections
-from tests.fakes.openai_chat import CallTool, ChatScript, ChatTurn, Say
 from tests.fakes.openai_speech import SpeechSettings
 from tests.fakes.server import VendorFakes, running_vendor_fakes
 from tests.voice_harness import POLICIES, VoiceCall, start_voice_call, tomorrow
@@ -40,14 +40,14 @@ class SpokenCall:
     farewell: str
     private_words: tuple[str, ...]  # said in the call: must never reach Redis
 
-    def script(self) -> ChatScript:
-        return ChatScript(
-            [
-                ChatTurn(self.question, (CallTool("find_listings", self.search), Say(self.answer))),
-                ChatTurn(self.booking, (CallTool("book_visit", self.book), Say(self.confirmation))),
-                ChatTurn(self.goodbye, (CallTool("end_call", {}, say_first=self.farewell),)),
-            ]
-        )
+    def script(self) -> Script:
+        return Script(
+            Turn(self.question, Reply(tools=(ToolCall("find_listings", self.search),)),
+                 Reply(self.answer)),
+            Turn(self.booking, Reply(tools=(ToolCall("book_visit", self.book),)),
+                 Reply(self.confirmation)),
+            Turn(self.goodbye, Reply(self.farewell, tools=(ToolCall("end_call"),))),
+        )  # fmt: skip
 
 
 def _search(**criteria: object) -> dict[str, object]:
@@ -183,8 +183,7 @@ async def test_spoken_call_books_a_viewing_and_ends_with_end_call(
             chat_script=scripted.script(), transcripts=transcripts, speech=QUICK_VOICE
         ) as fakes:
             joined = time.monotonic()
-            call = await start_voice_call(fakes, scripted.persona, redis_url=redis_url)
-            try:
+            async with await start_voice_call(fakes, scripted.persona, redis_url=redis_url) as call:
                 # the greeting comes first, straight from TTS: no LLM request before it
                 greeting = await call.speaker.wait_for_segment_after(joined, 5)
                 assert greeting.first_frame_wall - joined < 1.0
@@ -199,8 +198,6 @@ async def test_spoken_call_books_a_viewing_and_ends_with_end_call(
                 farewell = call.say(scripted.goodbye)
                 await farewell.done.wait()
                 await call.ended(20)
-            finally:
-                await call.close()
 
     parts = call.parts
     assert parts.call.end_reason is EndReason.END_CALL
@@ -241,15 +238,12 @@ async def test_caller_talks_over_the_agent_and_the_agent_stops():
     )
     interruption = "Sorry to cut in, do you have a house to rent in Le Bouscat?"
     reply = "Yes, a family house in Le Bouscat for one thousand eight hundred and fifty euros."
-    script = ChatScript(
-        [ChatTurn(question, (Say(long_answer),)), ChatTurn("Le Bouscat", (Say(reply),))]
-    )
+    script = Script(Turn(question, Reply(long_answer)), Turn("Le Bouscat", Reply(reply)))
     async with running_vendor_fakes(
         chat_script=script, transcripts=[question, interruption], speech=QUICK_VOICE
     ) as fakes:
         joined = time.monotonic()
-        call = await start_voice_call(fakes, "realty-desk-en")
-        try:
+        async with await start_voice_call(fakes, "realty-desk-en") as call:
             await call.speaker.wait_for_segment_after(joined, 5)
             await call.speaker.wait_until_quiet(15)
             asked = call.say(question)
@@ -263,8 +257,6 @@ async def test_caller_talks_over_the_agent_and_the_agent_stops():
             assert spoken.speech_end_wall is not None and spoken.started_wall is not None
             reply_segment = await call.speaker.wait_for_segment_after(spoken.speech_end_wall, 10)
             await call.speaker.wait_until_quiet(15)
-        finally:
-            await call.close()
 
     # the answer stopped soon after the caller began (VAD + min_interruption_s: paused at
     # once, as RoomIO does, then cleared once the words confirm it), long before its end,
@@ -294,9 +286,8 @@ async def test_a_caller_gone_during_the_goodbye_ends_the_call_at_once():
     # webhook close a healthy call as abandoned first (seen in tests/test_e2e_cluster.py).
     timings = GuardTimings(max_duration_warning_s=0, user_away_timeout_s=0.5, hangup_grace_s=30)
     goodbye = "I can't hear anything any more, so I'll hang up now. Feel free to call again!"
-    async with running_vendor_fakes(chat_script=ChatScript([]), transcripts=[]) as fakes:
-        call = await start_voice_call(fakes, "realty-desk-en", timings=timings)
-        try:
+    async with running_vendor_fakes(chat_script=Script(), transcripts=[]) as fakes:
+        async with await start_voice_call(fakes, "realty-desk-en", timings=timings) as call:
             started = since = time.monotonic()
             while call.parts.call.end_reason is None:
                 assert time.monotonic() - started < 30, call.describe()
@@ -314,5 +305,3 @@ async def test_a_caller_gone_during_the_goodbye_ends_the_call_at_once():
             assert call.parts.call.end_reason == EndReason.SILENCE
             assert segment.interrupted, call.describe()
             assert goodbye.split(",")[0] in " ".join(r.text for r in fakes.speech.requests)
-        finally:
-            await call.close()

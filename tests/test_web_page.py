@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Page, Playwright, Response, expect, syn
 
 from agents_catalog import load_catalog
 from agents_catalog.showcase import Showcase
-from policies import keys
+from redisdb import keys
 from tests.support import ROOT, ServerProcess, free_port, wait_until, write_policies
 from tests.token_support import session_record
 from tests.web_support import (

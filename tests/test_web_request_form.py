@@ -24,7 +24,7 @@ from playwright.sync_api import (
     expect,
 )
 
-from policies import keys
+from redisdb import keys
 from tests.support import ServerProcess
 from tests.test_web_page import PRIVACY_URL, assert_nothing_stored, start_server
 from tests.web_support import Recorder, chromium, origin, screenshot, wait_words

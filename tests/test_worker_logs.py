@@ -23,7 +23,7 @@ from livekit.agents.cli.log import setup_logging as livekit_cli_logging
 
 from agent.worker import build_server
 from server.settings import Settings
-from tests.fakes.openai_chat import CallTool, ChatScript, ChatTurn, Say
+from tests.fakes.llm_script import Reply, Script, ToolCall, Turn
 from tests.fakes.openai_speech import SpeechSettings
 from tests.fakes.server import running_vendor_fakes
 from tests.voice_harness import start_voice_call, tomorrow
@@ -80,19 +80,17 @@ def dev_logging() -> Iterator[io.StringIO]:
 async def test_dev_mode_logs_hold_nothing_the_caller_said(dev_logging: io.StringIO) -> None:
     book = {"listing_ref": "BDX-201", "date": tomorrow(), "time": "11:00",
             "name": "Odile Fenwick", "phone": "06 44 55 66 77"}  # fmt: skip
-    script = ChatScript(
-        [
-            ChatTurn(BOOKING, (CallTool("book_visit", book), Say("Done, the viewing is booked."))),
-            ChatTurn(GOODBYE, (CallTool("end_call", {}, say_first="Have a lovely day!"),)),
-        ]
-    )
+    script = Script(
+        Turn(BOOKING, Reply(tools=(ToolCall("book_visit", book),)),
+             Reply("Done, the viewing is booked.")),
+        Turn(GOODBYE, Reply("Have a lovely day!", tools=(ToolCall("end_call"),))),
+    )  # fmt: skip
     speech = SpeechSettings(words_per_minute=300, realtime_factor=8)
     async with running_vendor_fakes(
         chat_script=script, transcripts=[BOOKING, GOODBYE], speech=speech
     ) as fakes:
         joined = time.monotonic()
-        call = await start_voice_call(fakes, "realty-desk-en")
-        try:
+        async with await start_voice_call(fakes, "realty-desk-en") as call:
             await call.speaker.wait_for_segment_after(joined, 10)  # the greeting...
             await call.speaker.wait_until_quiet(15)  # ...heard to its end
             booking = call.say(BOOKING)
@@ -102,8 +100,6 @@ async def test_dev_mode_logs_hold_nothing_the_caller_said(dev_logging: io.String
             await call.speaker.wait_until_quiet(15)
             call.say(GOODBYE)
             await call.ended(30)
-        finally:
-            await call.close()
     assert fakes.chat.errors == [], fakes.chat.errors
     assert any(m.get("role") == "tool" for r in fakes.chat.requests for m in r.messages)
 

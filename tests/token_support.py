@@ -239,7 +239,7 @@ def asgi_client(app: Any, peer: str = "127.0.0.1") -> httpx.AsyncClient:
 
 
 def session_record(client: redis.Redis, session_id: str) -> dict[str, str]:
-    from policies import keys
+    from redisdb import keys
 
     raw: Any = client.hgetall(keys.session(session_id))
     return {_b(k).decode(): _b(v).decode() for k, v in raw.items()}

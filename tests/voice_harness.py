@@ -29,8 +29,8 @@ from agents_catalog import load_catalog
 from policies import load_policies
 from policies.admission import Admission, Admitted
 from policies.claim import Claims
+from redisdb.connection import connect
 from server.settings import Settings
-from sessions.redis_conn import connect
 from sessions.store import SessionStore
 from tests.fakes.audio_io import CallerMicrophone, CallerSpeaker, Spoken
 from tests.fakes.server import RemoteFakes, VendorFakes
@@ -112,6 +112,12 @@ class VoiceCall:
             for s in self.mic.spoken
         )
         return f"{said} | heard {self.speaker.describe(self.started_wall)}"
+
+    async def __aenter__(self) -> VoiceCall:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     async def close(self) -> None:
         self.mic.close()

@@ -4,10 +4,9 @@ Streams exactly what OpenAI streams with `stream=true`: `chat.completion.chunk` 
 SSE (role, content deltas, tool-call deltas with the arguments in fragments, the finish
 reason), the usage chunk when `stream_options.include_usage` is set, then `[DONE]`.
 
-Replies are scripted per conversational turn, not per request: the turn is chosen by what
-the caller last said and the step by how many tool rounds followed it. A request repeated
-(preemptive generation, a retry) therefore gets the same answer, so a script holds however
-the agent schedules its requests.
+Replies come from a `Script` (tests/fakes/llm_script.py, the vocabulary the in-process
+scripted LLM shares): the turn chosen by what the caller last said, the step by how many
+tool rounds followed it. A reply that fails is OpenAI's 500 `server_error`.
 """
 
 from __future__ import annotations
@@ -16,58 +15,13 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from tests.fakes.clock import sleep_until
-
-
-@dataclass(frozen=True)
-class Say:
-    """The model answers with this text."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class CallTool:
-    """The model calls a tool (optionally saying something first, as models do)."""
-
-    name: str
-    arguments: dict[str, Any] = field(default_factory=dict)
-    say_first: str = ""
-
-
-Reply = Say | CallTool
-
-
-@dataclass(frozen=True)
-class ChatTurn:
-    """Replies to a caller's message containing `user_says` (case-insensitive).
-
-    `replies[i]` answers the request made after `i` tool rounds in this turn.
-    """
-
-    user_says: str
-    replies: tuple[Reply, ...]
-
-
-class ChatScript:
-    def __init__(self, turns: Iterable[ChatTurn] = (), *, fallback: Reply | None = None) -> None:
-        self.turns = list(turns)
-        self.fallback = fallback
-
-    def reply_for(self, user_text: str, step: int) -> tuple[ChatTurn | None, Reply | None]:
-        said = user_text.casefold()
-        for turn in self.turns:
-            if turn.user_says.casefold() in said:
-                if step < len(turn.replies):
-                    return turn, turn.replies[step]
-                return turn, None
-        return None, self.fallback
+from tests.fakes.llm_script import Reply, Script, ToolCall
 
 
 @dataclass
@@ -132,6 +86,10 @@ def content_text(content: object) -> str:
     return ""
 
 
+# OpenAI's words when it fails on its side
+OUTAGE = "The server had an error while processing your request. Sorry about that!"
+
+
 def _error(
     status: int, message: str, *, kind: str, code: str | None = None, param: str | None = None
 ) -> web.Response:
@@ -163,10 +121,8 @@ def _position(messages: list[dict[str, Any]]) -> tuple[str, int]:
 
 
 class OpenAIChatFake:
-    def __init__(
-        self, script: ChatScript | None = None, settings: ChatSettings | None = None
-    ) -> None:
-        self.script = script or ChatScript()
+    def __init__(self, script: Script | None = None, settings: ChatSettings | None = None) -> None:
+        self.script = script or Script()
         self.settings = settings or ChatSettings()
         self.requests: list[ChatRequest] = []
         self.errors: list[str] = []
@@ -213,11 +169,14 @@ class OpenAIChatFake:
             problem = f"no scripted reply for {record.user_text!r} at step {record.step}"
             self.errors.append(problem)
             return _error(500, problem, kind="server_error")
-        if isinstance(reply, CallTool) and reply.name not in record.tools:
-            problem = f"script calls {reply.name!r} but the request offers {record.tools}"
+        unoffered = [tool.name for tool in reply.tools if tool.name not in record.tools]
+        if unoffered:
+            problem = f"script calls {unoffered} but the request offers {record.tools}"
             self.errors.append(problem)
             return _error(500, problem, kind="server_error")
         record.reply = reply
+        if reply.fail:
+            return _error(500, OUTAGE, kind="server_error")
 
         if body.get("stream"):
             response = web.StreamResponse(
@@ -254,15 +213,14 @@ class OpenAIChatFake:
 
     async def _complete(self, record: ChatRequest, reply: Reply) -> web.Response:
         await sleep_until(record.received_wall + self.settings.time_to_first_token_s)
-        message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
-        if isinstance(reply, Say):
-            message["content"] = reply.text
-            finish, count = "stop", len(token_pieces(reply.text))
-        else:
-            message["content"] = reply.say_first or None
-            message["tool_calls"] = [self._tool_call(reply)]
+        message: dict[str, Any] = {"role": "assistant", "content": reply.say or None}
+        message["refusal"] = None
+        count = len(token_pieces(reply.say))
+        finish = "stop"
+        if reply.tools:
+            message["tool_calls"] = [self._tool_call(tool) for tool in reply.tools]
             finish = "tool_calls"
-            count = len(token_pieces(reply.say_first)) + len(json.dumps(reply.arguments)) // 4
+            count += sum(len(json.dumps(tool.arguments)) // 4 for tool in reply.tools)
         return web.json_response(
             {
                 "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -279,11 +237,11 @@ class OpenAIChatFake:
         )
 
     @staticmethod
-    def _tool_call(reply: CallTool) -> dict[str, Any]:
+    def _tool_call(tool: ToolCall) -> dict[str, Any]:
         return {
             "id": f"call_{uuid.uuid4().hex[:24]}",
             "type": "function",
-            "function": {"name": reply.name, "arguments": json.dumps(reply.arguments)},
+            "function": {"name": tool.name, "arguments": json.dumps(tool.arguments)},
         }
 
     async def _stream(
@@ -319,8 +277,7 @@ class OpenAIChatFake:
         due = record.received_wall + self.settings.time_to_first_token_s
         await sleep_until(due)
         record.first_token_wall = time.monotonic()
-        text = reply.text if isinstance(reply, Say) else reply.say_first
-        pieces = token_pieces(text)
+        pieces = token_pieces(reply.say)
         await send({"role": "assistant", "content": "", "refusal": None})
         for index, piece in enumerate(pieces):
             if index and gap:  # tokens are spaced; nothing waits after the last one
@@ -329,30 +286,27 @@ class OpenAIChatFake:
             await send({"content": piece})
         record.last_token_wall = time.monotonic()
         count = len(pieces)
-        if isinstance(reply, CallTool):
-            call = self._tool_call(reply)
-            arguments = call["function"]["arguments"]
+        for index, tool in enumerate(reply.tools):
+            call = self._tool_call(tool)
             await send(
                 {
                     "tool_calls": [
                         {
-                            "index": 0,
+                            "index": index,
                             "id": call["id"],
                             "type": "function",
-                            "function": {"name": reply.name, "arguments": ""},
+                            "function": {"name": tool.name, "arguments": ""},
                         }
                     ]
                 }
             )
-            for fragment in _fragments(arguments):
+            for fragment in _fragments(call["function"]["arguments"]):
                 if gap:
                     due += gap
                     await sleep_until(due)
-                await send({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
+                await send({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
                 count += 1
-            await send({}, "tool_calls")
-        else:
-            await send({}, "stop")
+        await send({}, "tool_calls" if reply.tools else "stop")
         if include_usage:
             await send(None, usage=self._usage(record, count))
         await response.write(b"data: [DONE]\n\n")

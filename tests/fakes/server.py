@@ -27,15 +27,8 @@ import aiohttp
 from aiohttp import web
 
 from tests.fakes.deepgram_listen import DeepgramListenFake, ListenSettings, TranscriptScript
-from tests.fakes.openai_chat import (
-    CallTool,
-    ChatScript,
-    ChatSettings,
-    ChatTurn,
-    OpenAIChatFake,
-    Say,
-    content_text,
-)
+from tests.fakes.llm_script import Script
+from tests.fakes.openai_chat import ChatSettings, OpenAIChatFake, content_text
 from tests.fakes.openai_speech import OpenAISpeechFake, SpeechSettings
 
 
@@ -170,7 +163,7 @@ class VendorFakes(FakeURLs):
 @contextlib.asynccontextmanager
 async def running_vendor_fakes(
     *,
-    chat_script: ChatScript | None = None,
+    chat_script: Script | None = None,
     transcripts: list[str] | None = None,
     cycle_transcripts: bool = False,
     chat: ChatSettings | None = None,
@@ -237,21 +230,10 @@ async def spawn_vendor_fakes(config: dict[str, Any]) -> AsyncIterator[RemoteFake
         os.unlink(handle.name)
 
 
-def _reply(spec: dict[str, Any]) -> Say | CallTool:
-    if "tool" in spec:
-        return CallTool(spec["tool"], spec.get("arguments", {}), spec.get("say_first", ""))
-    return Say(spec["say"])
-
-
 def fakes_from_config(config: dict[str, Any]) -> VendorFakes:
-    """Fakes described by JSON (what the benchmarks hand to a fake-server process)."""
-    script = ChatScript(
-        [
-            ChatTurn(turn["user_says"], tuple(_reply(r) for r in turn["replies"]))
-            for turn in config.get("turns", [])
-        ],
-        fallback=_reply(config["fallback"]) if config.get("fallback") else None,
-    )
+    """Fakes described by JSON (what the benchmarks and the end-to-end stacks hand to a
+    fake-server process); its `turns` and `fallback` are a `Script.to_json()`."""
+    script = Script.from_json({key: config[key] for key in ("turns", "fallback") if key in config})
     return VendorFakes(
         chat=OpenAIChatFake(script, ChatSettings(**config.get("chat", {}))),
         speech=OpenAISpeechFake(SpeechSettings(**config.get("speech", {}))),

@@ -8,7 +8,7 @@ replies to requests in order (Redis answers in order on a connection), so concur
 requests pipeline naturally. It speaks only what admission needs (EVALSHA with an EVAL
 fallback, AUTH, SELECT, PING); everything else uses redis-py.
 
-Failure behaviour matches sessions/redis_conn.py: no hidden retries, a call fails within
+Failure behaviour matches redisdb/connection.py: no hidden retries, a call fails within
 `timeout_s` with redis-py's ConnectionError/TimeoutError (so REDIS_ERRORS catches it), and
 the next call reconnects by itself when Redis is back.
 """

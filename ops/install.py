@@ -1,5 +1,5 @@
 """Wire ops into the token server: routers and the latency middleware. Ops refuses with
-`api_errors.ApiError`, rendered by the token server's one handler like the public API's."""
+`server.errors.ApiError`, rendered by the token server's one handler like the public API's."""
 
 from __future__ import annotations
 

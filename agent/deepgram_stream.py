@@ -10,7 +10,7 @@ Deepgram"; the figures, with their date and commit, are in docs/benchmarks.md).
 `SpeechStream._run` below is the plugin's own (1.8.9) with one change in `send_task`: each
 frame is sent as it was received, with no re-chunking. Deepgram accepts any chunk size.
 Everything else (keepalive, reconnection, Finalize on flush, CloseStream, the billing
-remainder) is unchanged; tests/test_deepgram_stream.py pins the plugin version this was
+remainder) is unchanged; tests/voice/test_deepgram_stream.py pins the plugin version this was
 copied from, so an upgrade makes us look again.
 """
 

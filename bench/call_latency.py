@@ -6,7 +6,7 @@ publishes its microphone (the caller's lines of bench/voice_latency.py, espeak-n
 in real time with a pause after each answer) and listens to the agent's track. The agent
 is `python -m agent start`, the real worker with the real plugins pointed at the vendor
 fakes in their own process, at bench/voice_latency.py's default vendor delays
-(tests/livekit_stack.py: running_stack). Each turn is timed at the caller, from the last
+(tests/e2e/livekit_stack.py: running_stack). Each turn is timed at the caller, from the last
 voiced sample it sends to the first agent audio it receives (a received frame with a
 sample above the caller's own voiced level).
 
@@ -63,18 +63,18 @@ from bench.voice_latency import (
     run_turns,
     stage_times,
 )
-from tests.fakes.audio_io import SAMPLE_RATE, VOICED, CallerMicrophone, Spoken
-from tests.fakes.server import RemoteFakes
-from tests.fakes.speech_audio import speech
-from tests.livekit_stack import (
+from tests.e2e.livekit_stack import (
     API_KEY,
     API_SECRET,
     require_offline,
     running_stack,
 )
+from tests.fakes.audio_io import SAMPLE_RATE, VOICED, CallerMicrophone, Spoken
+from tests.fakes.server import RemoteFakes
+from tests.fakes.speech_audio import speech
+from tests.server.support import roomy_caps
 from tests.support import RedisServer, write_policies
-from tests.token_support import roomy_caps
-from tests.voice_harness import shared_vad
+from tests.voice.harness import shared_vad
 
 ROOT = Path(__file__).resolve().parents[1]  # the repo root: where `-m bench.<name>` runs
 

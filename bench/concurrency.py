@@ -87,7 +87,7 @@ async def child_main(
     from agent.conversation import default_conversation
     from tests.fakes.audio_io import CallerMicrophone
     from tests.fakes.server import RemoteFakes
-    from tests.voice_harness import shared_vad, start_voice_call
+    from tests.voice.harness import shared_vad, start_voice_call
 
     logging.basicConfig(level=logging.ERROR)
     settings = default_conversation().turns.model_copy(update=LISTEN_CONFIGS[config])
@@ -301,7 +301,7 @@ async def listening_table(port: int, listen_s: float, rounds: int) -> None:
 async def parent_main(args: argparse.Namespace) -> None:
     from agent.conversation import default_conversation
     from tests.fakes.server import spawn_vendor_fakes
-    from tests.voice_harness import shared_vad
+    from tests.voice.harness import shared_vad
 
     delays = Delays(0.15, 0.4, 60, 0.2)
     vad_silence_s = float(shared_vad()._opts.min_silence_duration)  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ microphone publishing the caller's lines (espeak-ng speech, in real time, with p
 the agent's audio received. Every reply is timed at the caller, from the last voiced sample
 it sends to the first voiced agent frame it receives (bench/call_latency.py's caller).
 The agent is `python -m agent start` with the real plugins against the vendor fakes in their
-own process (tests/livekit_stack.py), at bench/voice_latency.py's default vendor delays.
+own process (tests/e2e/livekit_stack.py), at bench/voice_latency.py's default vendor delays.
 
 Each level: the calls ramp up, every caller hears its greeting, then all talk for
 `--window` seconds (the single call for `--baseline-window`, so its p95 rests on as many
@@ -548,10 +548,10 @@ def others_row(level: Level) -> str:
 
 async def measure(args: argparse.Namespace) -> None:
     from agent.conversation import default_conversation
-    from tests.livekit_stack import running_stack
+    from tests.e2e.livekit_stack import running_stack
+    from tests.server.support import roomy_caps
     from tests.support import RedisServer, write_policies
-    from tests.token_support import roomy_caps
-    from tests.voice_harness import shared_vad
+    from tests.voice.harness import shared_vad
 
     started = time.monotonic()
     load_start = os.getloadavg()

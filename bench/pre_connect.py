@@ -1,7 +1,7 @@
 """What the greeting's wait for the pre-connect audio costs (agent/early_audio.py).
 
 A real livekit-server and `python -m agent start` (the real plugins against the vendor
-fakes), a visitor with LiveKit's Python SDK (tests/page_visitor.py) calling again and
+fakes), a visitor with LiveKit's Python SDK (tests/e2e/page_visitor.py) calling again and
 again, alternately with a pre-connect buffer (one second of silence: the visitor said
 nothing before the agent joined, the usual case) and without one (the baseline, measured in
 the same run). Measured at the visitor: the agent becoming active in the room -> the first
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.livekit_caller import SAMPLE_RATE, request_token
-from tests.livekit_stack import running_stack
-from tests.page_visitor import PageVisitor
+from tests.e2e.livekit_caller import SAMPLE_RATE, request_token
+from tests.e2e.livekit_stack import running_stack
+from tests.e2e.page_visitor import PageVisitor
 from tests.support import RedisServer, write_policies
 
 PERSONA = "realty-desk-en"

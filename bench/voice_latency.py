@@ -36,7 +36,7 @@ from agent.conversation import TurnSettings, default_conversation
 from tests.fakes.audio_io import Spoken
 from tests.fakes.openai_chat import token_pieces
 from tests.fakes.server import RemoteFakes, spawn_vendor_fakes
-from tests.voice_harness import VoiceCall, shared_vad, start_voice_call
+from tests.voice.harness import VoiceCall, shared_vad, start_voice_call
 
 PERSONA = "realty-desk-en"
 CALLER_LINES = [

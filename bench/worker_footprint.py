@@ -131,7 +131,7 @@ async def child_live(rounds: int, live_seconds: float) -> None:
     from agent.assembly import assemble_call
     from agent.conversation import default_conversation
     from agent.worker import prewarm
-    from tests.agent_support import RELAXED, UNSCRIPTED, ScriptedLLM, spec_for
+    from tests.agent.support import RELAXED, UNSCRIPTED, ScriptedLLM, spec_for
     from tests.fakes.audio_io import CallerMicrophone, CallerSpeaker
 
     logging.basicConfig(level=logging.WARNING)

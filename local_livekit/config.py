@@ -15,7 +15,7 @@ Why each setting (LiveKit's `config-sample.yaml` documents them):
 - `room.enabled_codecs`: audio codecs only. The visitor's grant allows the `microphone`
   source only, but LiveKit checks the source a client claims, not the track's kind: a video
   track announced as "microphone" is accepted. With no video codec, it never gets media
-  (docs/livekit-enforcement.md; tests/test_e2e_livekit_rules.py).
+  (docs/livekit-enforcement.md; tests/e2e/test_livekit_rules.py).
 - `redis`: LiveKit's multi-node mode. Nodes sharing a Redis (LiveKit's own, never ours:
   it holds LiveKit's routing, not our records) route rooms and agent jobs between them; a
   client may join through any node. On one machine each node needs its own ports

@@ -5,7 +5,7 @@ in one script, and Redis Cluster only runs a script whose keys live in one slot.
 footprint is small (a few keys per session), so one slot is not a capacity problem.
 
 The strings are the stored data's names: a rename strands every record already in Redis
-(tests/test_redis_keys.py pins them). Each kind below says what its keys hold and which
+(tests/redisdb/test_keys.py pins them). Each kind below says what its keys hold and which
 setting governs their TTL (ops/audit.py holds every kind to that maximum). Some keys are
 built inside Lua scripts from PREFIX (passed as ARGV[1]) because their time bucket comes
 from Redis' clock or their name from a field of the record: those say so, and the script

@@ -37,7 +37,7 @@ NOTIFY_FIELDS = (
     "notify_status", "notify_attempts", "notify_last_attempt_at", "notify_next_at",
     "notify_sent_at", "notify_error", "notify_message_id",
 )  # fmt: skip
-# Every field a record may hold (tests/test_sales_*.py hold the store to it).
+# Every field a record may hold (tests/sales/test_*.py hold the store to it).
 RECORD_FIELDS = frozenset(
     {
         "reference", "created_at", "updated_at", "status", "email_hash",

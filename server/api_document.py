@@ -2,7 +2,7 @@
 
 Written by hand rather than generated: `/api/token` is a plain ASGI app the framework never
 sees, and the other routes answer raw responses whose shapes the framework cannot infer.
-tests/test_openapi_document.py and the fuzzer (tests/test_fuzz.py) hold it to what the
+tests/server/test_openapi_document.py and the fuzzer (tests/server/test_fuzz.py) hold it to what the
 server answers. JSON only: no Swagger UI (the page's CSP allows no third-party script).
 """
 

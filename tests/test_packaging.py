@@ -25,7 +25,7 @@ import pytest
 from agents_catalog import load_catalog
 from server.api_document import load_document
 from tests.support import ROOT
-from tests.web_support import DIST, ensure_bundle
+from tests.web.support import DIST, ensure_bundle
 
 # What a copy of the tree for pip leaves out: VCS, local tools and state, build output of
 # earlier installs, caches, secrets (web/dist, git-ignored, stays: it is package data).

@@ -36,14 +36,14 @@ from policies.claim import Claims
 from redisdb import keys
 from redisdb.connection import connect
 from server.logs import JsonFormatter, PrivacyFilter
-from tests.support import ServerProcess
-from tests.token_support import (
+from tests.server.support import (
     dump_redis,
     read_until_closed,
     running_servers,
     session_record,
     settings_env,
 )
+from tests.support import ServerProcess
 
 IPV4 = "198.51.100.77"
 IPV6 = "2001:db8:4f2a:77c1:1234:5678:9abc:def0"

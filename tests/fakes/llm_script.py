@@ -1,4 +1,4 @@
-"""What a scripted model answers, for the in-process `ScriptedLLM` (tests/agent_support.py)
+"""What a scripted model answers, for the in-process `ScriptedLLM` (tests/agent/support.py)
 and the OpenAI chat fake (tests/fakes/openai_chat.py) alike.
 
 A `Script` holds `Turn`s keyed by what the caller said: the first turn whose `user_says`

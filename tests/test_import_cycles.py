@@ -2,7 +2,9 @@
 
 The graph is read statically from the source (ast), so a cycle hidden in a function body
 counts as much as one at the top of a file: both bind the two modules together. Imports
-under `if TYPE_CHECKING:` do not count, they never run. Two levels are checked: modules
+under `if TYPE_CHECKING:` count too: they never run, but a back-reference for the type
+checker still ties two modules together (agent/guards.py takes a narrow protocol of the call
+instead, as agent/tools.py does with `Hangup`). Two levels are checked: modules
 (`agent.call` -> `agent.guards`), and the top-level units they live in (`policies/` ->
 `sessions/`), since a package that needs another which needs it back cannot be read, tested
 or moved on its own.
@@ -46,25 +48,10 @@ def our_modules() -> dict[str, Path]:
     return modules
 
 
-def is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
-def imports_that_run(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and is_type_checking(node.test):
-            yield from (n for child in node.orelse for n in imports_that_run_in(child))
-            continue
-        yield from imports_that_run_in(node)
-
-
-def imports_that_run_in(node: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    if isinstance(node, ast.Import | ast.ImportFrom):
-        yield node
-    else:
-        yield from imports_that_run(node)
+def imports_in(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
 
 
 def resolve(name: str, modules: dict[str, Path]) -> str | None:
@@ -79,7 +66,7 @@ def resolve(name: str, modules: dict[str, Path]) -> str | None:
 def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in imports_that_run(ast.parse(path.read_text(), str(path))):
+    for node in imports_in(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         else:
@@ -181,8 +168,9 @@ def test_the_graph_sees_our_imports():
     assert "agents_catalog.loader" in graph["agents_catalog"]
     assert "web" in graph["server.app"]  # imported inside a function
     assert "server.app" in graph["token_server"]
-    # Only for the type checker: never run, no edge.
+    # The guards know the call only through a protocol of their own.
     assert "agent.call" not in graph["agent.guards"]
+    assert "agent.guards" in graph["agent.call"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
     assert unit_graph({"p.x": {"q.y"}, "q.y": set(), "q.z": {"p.w"}, "p.w": set()}) == {
         "p": {"q"},

@@ -75,11 +75,14 @@ request = function()
 end
 """
 
+# A refused flood meets the limit (429) and, once ops' automatic defence has seen it, a
+# block (403): both are the refusal path measured in (c) and (d).
+ADMITTED, REFUSED = (201,), (403, 429)
 SCENARIOS = {
-    "a_bare_mint": ("/bench/mint", WRK_ONE_VISITOR, 201),
-    "b_admission": ("/api/token", WRK_MANY_VISITORS, 201),
-    "c_refused_flood": ("/api/token", WRK_ONE_VISITOR, 429),
-    "d_refused_random_ua": ("/api/token", WRK_RANDOM_UA, 429),
+    "a_bare_mint": ("/bench/mint", WRK_ONE_VISITOR, ADMITTED),
+    "b_admission": ("/api/token", WRK_MANY_VISITORS, ADMITTED),
+    "c_refused_flood": ("/api/token", WRK_ONE_VISITOR, REFUSED),
+    "d_refused_random_ua": ("/api/token", WRK_RANDOM_UA, REFUSED),
 }
 
 
@@ -134,19 +137,21 @@ def run_wrk(wrk: str, url: str, script: str, seconds: int, connections: int) -> 
     }
 
 
-def answered_as_expected(name: str, result: dict[str, float], expected: int) -> None:
+def answered_as_expected(name: str, result: dict[str, float], expected: tuple[int, ...]) -> None:
     """A ratio against a baseline that answered errors is no figure: stop instead.
     (b)'s random addresses may share a /24 now and then, hence the 5 %."""
     share_non2xx = result["non2xx"] / max(result["total"], 1)
-    if (expected < 300 and share_non2xx > 0.05) or (expected >= 300 and share_non2xx < 0.95):
+    if (expected == ADMITTED and share_non2xx > 0.05) or (
+        expected == REFUSED and share_non2xx < 0.95
+    ):
         sys.exit(f"bench: {name} answered {share_non2xx:.0%} non-2xx, expected {expected}")
 
 
-def probe(base: str, path: str, expected: int, headers: dict[str, str]) -> None:
+def probe(base: str, path: str, expected: tuple[int, ...], headers: dict[str, str]) -> None:
     """One request as the scenario sends them, its exact status checked (wrk only counts
     non-2xx, which would take a 500 for the 429 a refusal must be)."""
     status = httpx.post(base + path, content=BODY, headers=headers, timeout=5).status_code
-    if status != expected:
+    if status not in expected:
         sys.exit(f"bench: POST {path} answered {status}, the scenario expects {expected}")
 
 
@@ -227,11 +232,11 @@ def main() -> None:
         for path, script, _ in SCENARIOS.values():  # warm-up
             run_wrk(wrk, base + path, script, 2, args.connections)
         one_ua = {"Content-Type": "application/json", "User-Agent": UA}
-        probe(base, "/bench/mint", 201, {**one_ua, "X-Forwarded-For": "203.0.113.50"})
-        probe(base, "/api/token", 201, {**one_ua, "X-Forwarded-For": "198.19.250.7"})
-        probe(base, "/api/token", 429, {**one_ua, "X-Forwarded-For": "203.0.113.50"})
+        probe(base, "/bench/mint", ADMITTED, {**one_ua, "X-Forwarded-For": "203.0.113.50"})
+        probe(base, "/api/token", ADMITTED, {**one_ua, "X-Forwarded-For": "198.19.250.7"})
+        probe(base, "/api/token", REFUSED, {**one_ua, "X-Forwarded-For": "203.0.113.50"})
         new_ua = {**one_ua, "User-Agent": f"Mozilla/5.0 probe-{time.time_ns()}"}
-        probe(base, "/api/token", 429, {**new_ua, "X-Forwarded-For": "203.0.113.50"})
+        probe(base, "/api/token", REFUSED, {**new_ua, "X-Forwarded-For": "203.0.113.50"})
         for _ in range(args.rounds):
             for name, (path, script, expected) in SCENARIOS.items():
                 result = run_wrk(wrk, base + path, script, args.seconds, args.connections)

@@ -28,12 +28,15 @@ pytestmark = pytest.mark.e2e
 
 JOINS = int(os.environ.get("OCF_PAGE_JOINS", "8"))
 PERSONA = "realty-desk-en"
-# One visitor calling again and again: the limits of a day's demo would refuse it.
+# One visitor calling again and again: the limits of a day's demo would refuse it. Nor may
+# the concurrency limits count: a call ended on the page frees its slot only once the worker
+# has recorded the end, and on a quick machine the next page asks before that (a 429 at the
+# fifth join, fresh-clone CI of f554e6c). What this test holds is the join, not the limits.
 OPEN_LIMITS = {
-    "visitor": {"concurrent_sessions": 2, "sessions_per_hour": 1000, "sessions_per_day": 1000,
-                "minutes_per_day": 10000, "unjoined_tokens": 2},
-    "networks": {"ipv4": {24: {"concurrent_sessions": 2, "sessions_per_hour": 1000,
-                               "sessions_per_day": 1000, "unjoined_tokens": 2}}},
+    "visitor": {"concurrent_sessions": 100, "sessions_per_hour": 1000, "sessions_per_day": 1000,
+                "minutes_per_day": 10000, "unjoined_tokens": 100},
+    "networks": {"ipv4": {24: {"concurrent_sessions": 100, "sessions_per_hour": 1000,
+                               "sessions_per_day": 1000, "unjoined_tokens": 100}}},
 }  # fmt: skip
 
 
